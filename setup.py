@@ -1,0 +1,36 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="uamix-fairseq",
+    version="0.1.0",
+    description=(
+        "uaMix-MAE: contrastive tuning of pretrained AudioMAE encoders with "
+        "unsupervised audio mixtures, as a fairseq plugin"
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.9",
+    packages=find_packages(include=["uamix_fairseq", "uamix_fairseq.*"]),
+    include_package_data=True,
+    install_requires=[
+        "torch>=2.1",
+        # PyPI's fairseq 0.12.2 does not install on Python 3.11; this build is
+        # fairseq main (Jan 2024) plus the dataclass fix, import name `fairseq`.
+        "fairseq-fixed==0.12.3.1",
+        "soundfile>=0.12",
+        "numpy>=1.21",
+        "tensorboardX>=2.6",
+        "sentencepiece>=0.1.99",
+    ],
+    extras_require={
+        # kaldi-native-fbank is only a reference implementation for the tests.
+        "test": ["pytest>=7", "kaldi-native-fbank>=1.19"],
+    },
+    entry_points={
+        "console_scripts": [
+            "uamix-manifest=uamix_fairseq.manifest:main",
+            "uamix-demo-data=uamix_fairseq.demo_data:main",
+        ],
+    },
+)

@@ -1,0 +1,278 @@
+"""Tests of uamix_fairseq.audio: loading, validity checks and resampling."""
+
+import math
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from scipy.signal import resample_poly
+
+from uamix_fairseq.audio import AudioError, load_audio, resample_waveform, validate_waveform
+
+
+def _sine(freq, sample_rate, num_samples, amplitude=0.5, phase=0.3):
+    return amplitude * np.sin(2 * np.pi * freq * np.arange(num_samples) / sample_rate + phase)
+
+
+def _write(path, data, sample_rate=16000, subtype="PCM_16"):
+    sf.write(str(path), data, sample_rate, subtype=subtype)
+    return str(path)
+
+
+# ---------------------------------------------------------------------------
+# load_audio: good files
+# ---------------------------------------------------------------------------
+
+
+def test_load_pcm16_matches_written_samples(tmp_path):
+    data = _sine(440, 16000, 8000)
+    path = _write(tmp_path / "a.wav", data)
+    wav = load_audio(path)
+    assert wav.dtype == torch.float32 and wav.shape == (8000,)
+    # PCM_16 quantisation step is 1/32768.
+    assert np.abs(wav.numpy() - data).max() <= 1.0 / 32768
+
+
+def test_load_accepts_pathlib_and_flac(tmp_path):
+    data = _sine(300, 16000, 4000)
+    path = tmp_path / "a.flac"
+    sf.write(str(path), data, 16000)
+    assert load_audio(path).shape == (4000,)
+
+
+def test_stereo_is_averaged_to_mono(tmp_path):
+    left = _sine(440, 16000, 4000, amplitude=0.6)
+    right = _sine(1000, 16000, 4000, amplitude=0.2)
+    stereo = np.stack([left, right], axis=1).astype(np.float32)
+    path = _write(tmp_path / "stereo.wav", stereo, subtype="FLOAT")
+    wav = load_audio(path)
+    expected = (stereo[:, 0] + stereo[:, 1]) / 2
+    assert wav.shape == (4000,)
+    np.testing.assert_allclose(wav.numpy(), expected, atol=1e-7)
+
+
+# ---------------------------------------------------------------------------
+# load_audio: bad files (each message must name the file)
+# ---------------------------------------------------------------------------
+
+
+def test_missing_file_is_refused(tmp_path):
+    path = str(tmp_path / "nope.wav")
+    with pytest.raises(AudioError, match="does not exist") as err:
+        load_audio(path)
+    assert path in str(err.value)
+
+
+def test_random_bytes_are_refused(tmp_path):
+    path = tmp_path / "garbage.wav"
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, 2000, dtype=np.uint8).tobytes())
+    with pytest.raises(AudioError, match="cannot read audio file") as err:
+        load_audio(path)
+    assert str(path) in str(err.value)
+    assert isinstance(err.value, ValueError)
+
+
+def test_truncated_wav_is_refused(tmp_path):
+    full = _write(tmp_path / "full.wav", _sine(440, 16000, 16000))
+    raw = open(full, "rb").read()
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(raw[: 44 + 2 * 6000])  # header + 6000 of 16000 frames
+    # What makes this case tricky: libsndfile does not complain, it quietly
+    # reports (and decodes) only the frames present, so the header is needed.
+    assert sf.info(str(cut)).frames == 6000
+    with pytest.raises(AudioError, match="truncated") as err:
+        load_audio(cut)
+    assert str(cut) in str(err.value) and "16000" in str(err.value)
+
+
+def test_header_only_wav_is_refused(tmp_path):
+    full = _write(tmp_path / "full.wav", _sine(440, 16000, 1000))
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(open(full, "rb").read()[:44])
+    with pytest.raises(AudioError, match="no audio frames") as err:
+        load_audio(empty)
+    assert str(empty) in str(err.value)
+
+
+def test_truncated_flac_is_refused(tmp_path):
+    full = tmp_path / "full.flac"
+    sf.write(str(full), np.random.default_rng(0).standard_normal(16000) * 0.1, 16000)
+    cut = tmp_path / "cut.flac"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    with pytest.raises(AudioError) as err:
+        load_audio(cut)
+    assert str(cut) in str(err.value)
+
+
+def test_wrong_sample_rate_is_refused(tmp_path):
+    path = _write(tmp_path / "cd.wav", _sine(1000, 44100, 44100), sample_rate=44100)
+    with pytest.raises(AudioError) as err:
+        load_audio(path)
+    message = str(err.value)
+    assert path in message
+    assert "44100 Hz, expected 16000 Hz" in message
+    assert "sox" in message and "task.resample=true" in message
+
+
+def test_wrong_sample_rate_is_resampled(tmp_path):
+    path = _write(tmp_path / "cd.wav", _sine(1000, 44100, 44100), sample_rate=44100)
+    wav = load_audio(path, resample=True)
+    assert wav.dtype == torch.float32
+    assert wav.shape == (16000,)  # one second at the new rate
+    spectrum = np.abs(np.fft.rfft(wav.numpy()))
+    freqs = np.fft.rfftfreq(16000, d=1 / 16000)
+    assert freqs[spectrum.argmax()] == pytest.approx(1000.0)
+    # Amplitude and phase survive too: compare with the sine sampled at 16 kHz
+    # (the tolerance covers the 16-bit quantisation of the file).
+    expected = _sine(1000, 16000, 16000)
+    assert np.abs(wav.numpy() - expected)[800:-800].max() < 1e-3
+
+
+def test_too_short_clip_is_refused(tmp_path):
+    path = _write(tmp_path / "short.wav", _sine(440, 16000, 399))
+    with pytest.raises(AudioError, match="shorter than one 25 ms frame") as err:
+        load_audio(path)
+    assert path in str(err.value)
+    assert load_audio(_write(tmp_path / "ok.wav", _sine(440, 16000, 400))).shape == (400,)
+
+
+def test_too_short_after_resampling_is_refused(tmp_path):
+    # 1000 samples at 44.1 kHz become 363 at 16 kHz: under one frame.
+    path = _write(tmp_path / "short44.wav", _sine(440, 44100, 1000), sample_rate=44100)
+    with pytest.raises(AudioError, match="363 samples") as err:
+        load_audio(path, resample=True)
+    assert path in str(err.value)
+
+
+def test_silent_clip_is_refused(tmp_path):
+    path = _write(tmp_path / "silence.wav", np.zeros(8000))
+    with pytest.raises(AudioError, match="silent") as err:
+        load_audio(path)
+    assert path in str(err.value)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nan_or_inf_samples_are_refused(tmp_path, bad):
+    data = _sine(440, 16000, 8000).astype(np.float32)
+    data[1234] = bad
+    path = _write(tmp_path / "bad.wav", data, subtype="FLOAT")
+    with pytest.raises(AudioError, match="1 sample\\(s\\) are NaN or Inf") as err:
+        load_audio(path)
+    assert path in str(err.value)
+
+
+def test_nan_is_reported_before_resampling(tmp_path):
+    data = _sine(440, 44100, 8000).astype(np.float32)
+    data[100] = np.nan
+    path = _write(tmp_path / "bad44.wav", data, sample_rate=44100, subtype="FLOAT")
+    with pytest.raises(AudioError, match="1 sample\\(s\\)"):
+        load_audio(path, resample=True)
+
+
+# ---------------------------------------------------------------------------
+# validate_waveform
+# ---------------------------------------------------------------------------
+
+
+def test_validate_accepts_good_waveforms():
+    validate_waveform(torch.randn(400), "x")
+    validate_waveform(torch.randn(3, 1000), "batch")
+
+
+@pytest.mark.parametrize(
+    "waveform, pattern",
+    [
+        (torch.tensor([0.1, float("nan")] * 300), "NaN or Inf"),
+        (torch.zeros(1000), "silent"),
+        (torch.randn(100), "shorter than one 25 ms frame"),
+        (torch.randn(2, 3, 500), "shape"),
+        (torch.ones(500, dtype=torch.int16), "floating-point"),
+    ],
+)
+def test_validate_names_the_waveform(waveform, pattern):
+    with pytest.raises(AudioError, match=pattern) as err:
+        validate_waveform(waveform, "clip-xyz")
+    assert "clip-xyz" in str(err.value)
+
+
+# ---------------------------------------------------------------------------
+# resample_waveform
+# ---------------------------------------------------------------------------
+
+# A band-limited test signal: sines well below the 8 kHz Nyquist of 16 kHz.
+_COMPONENTS = [(0.4, 440.0, 0.1), (0.3, 1000.0, 1.0), (0.2, 3000.0, 2.0), (0.1, 6000.0, 0.5)]
+
+
+def _mixture(sample_rate, num_samples):
+    t = np.arange(num_samples) / sample_rate
+    return sum(a * np.sin(2 * np.pi * f * t + p) for a, f, p in _COMPONENTS)
+
+
+def test_equal_rates_are_identity():
+    x = torch.randn(2, 1234)
+    assert resample_waveform(x, 16000, 16000) is x
+
+
+@pytest.mark.parametrize(
+    "orig, new, num",
+    [(o, n, num) for o, n in [(44100, 16000), (16000, 44100), (48000, 16000), (8000, 16000), (22050, 16000)]
+     for num in (1, 399, 1000, 4410)]
+    + [(16000, 12345, 1001)],  # a ratio that barely reduces
+)
+def test_output_length_is_ceil(orig, new, num):
+    out = resample_waveform(torch.randn(num), orig, new)
+    assert out.shape == (math.ceil(num * new / orig),)
+
+
+@pytest.mark.parametrize("orig, new", [(44100, 16000), (16000, 44100), (22050, 16000), (48000, 16000)])
+def test_band_limited_signal_matches_analytic_and_scipy(orig, new):
+    """Both our resampler and scipy's resample_poly reproduce the sines away from the edges."""
+    x = _mixture(orig, orig)  # one second
+    ours = resample_waveform(torch.tensor(x, dtype=torch.float32), orig, new).double().numpy()
+    g = math.gcd(orig, new)
+    reference = resample_poly(x, new // g, orig // g)
+    assert ours.shape == reference.shape
+    analytic = _mixture(new, ours.size)
+    inner = slice(int(0.05 * new), -int(0.05 * new))
+    # The 6 kHz component sits in the flat pass band only for 16 kHz targets or sources.
+    assert np.abs(ours - analytic)[inner].max() < 1e-3
+    assert np.abs(reference - analytic)[inner].max() < 1.5e-3
+    assert np.abs(ours - reference)[inner].max() < 2e-3
+
+
+def test_batched_rows_equal_single_rows():
+    x = torch.randn(3, 2000, dtype=torch.float64)
+    batched = resample_waveform(x, 44100, 16000)
+    for row in range(3):
+        torch.testing.assert_close(batched[row], resample_waveform(x[row], 44100, 16000))
+
+
+@pytest.mark.parametrize("freq", [8300.0, 9000.0, 12000.0, 20000.0])
+def test_above_new_nyquist_is_attenuated_40db(freq):
+    x = torch.tensor(_sine(freq, 44100, 44100, amplitude=1.0))
+    out = resample_waveform(x, 44100, 16000).numpy()
+    leaked = np.abs(out[800:-800]).max()
+    assert 20 * np.log10(leaked) < -40.0
+
+
+def test_dc_gain_is_one_and_dtype_kept():
+    out = resample_waveform(torch.full((4410,), 0.25), 44100, 16000)
+    assert out.dtype == torch.float32
+    np.testing.assert_allclose(out[200:-200].numpy(), 0.25, atol=1e-5)
+
+
+def test_bad_rates_are_refused():
+    with pytest.raises(ValueError, match="positive integer"):
+        resample_waveform(torch.randn(100), 0, 16000)
+    with pytest.raises(ValueError, match="positive integer"):
+        resample_waveform(torch.randn(100), 44100.5, 16000)
+
+
+def test_unreasonable_rate_pair_is_refused_before_building(tmp_path):
+    with pytest.raises(ValueError, match="reduces only to 16001/44100"):
+        resample_waveform(torch.randn(1000), 44100, 16001)
+    path = _write(tmp_path / "odd.wav", _sine(440, 44100, 4410), sample_rate=44100)
+    with pytest.raises(AudioError, match="sox") as err:
+        load_audio(path, sample_rate=16001, resample=True)
+    assert path in str(err.value)

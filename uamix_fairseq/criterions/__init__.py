@@ -1,0 +1,1 @@
+from . import uamix_nnclr  # noqa: F401

@@ -1,0 +1,1 @@
+from . import uamix_audiomae  # noqa: F401

@@ -1,0 +1,185 @@
+"""fairseq model `uamix_audiomae`: AudioMAE encoder + NNCLR head + support queue, with the
+progressive freezing schedule and layer-wise learning-rate decay.
+
+Thin glue: the encoder lives in ``uamix_fairseq.audiomae``, the head and queue in
+``uamix_fairseq.nnclr``, the schedule in ``uamix_fairseq.freezing``.
+"""
+
+import logging
+from dataclasses import asdict, dataclass, field
+
+import torch
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.models import BaseFairseqModel, register_model
+from omegaconf import II
+
+from ..audiomae import AudioMAEEncoder, EncoderConfig, load_audiomae
+from ..freezing import parse_schedule, trainable_blocks_at
+from ..nnclr import NNCLRHead, SupportQueue
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class UamixAudioMAEConfig(FairseqDataclass):
+    audiomae_checkpoint: str = field(
+        default="",
+        metadata={"help": "AudioMAE encoder to tune: an official pretrained or fine-tuned "
+                  ".pth, a bare state dict, or a checkpoint written by this plugin. Not "
+                  "needed to rebuild the model from a fairseq checkpoint of this model"},
+    )
+    num_frames: int = II("task.num_frames")
+    num_heads: int = field(
+        default=0,
+        metadata={"help": "attention heads of the encoder; 0 = embed_dim / 64 (AudioMAE's "
+                  "sizes) or the value stored by save_audiomae"},
+    )
+    pooling: ChoiceEnum(["mean", "cls"]) = field(
+        default="mean",
+        metadata={"help": "[R] clip embedding: mean of patch tokens after the final norm, "
+                  "or the cls token"},
+    )
+    proj_hidden_dim: int = field(default=2048, metadata={"help": "[R] projector hidden width"})
+    proj_layers: int = field(default=3, metadata={"help": "[R] projector depth (linear layers)"})
+    proj_out_dim: int = field(default=256, metadata={"help": "[R] projection (and prediction) size"})
+    pred_hidden_dim: int = field(default=4096, metadata={"help": "[R] predictor hidden width"})
+    queue_size: int = field(
+        default=65536,
+        metadata={"help": "[R] NNCLR support queue length; capped at the number of "
+                  "training clips, so a clip is never queued twice"},
+    )
+    freeze_schedule: str = field(
+        default="[(0, 0), (2000, 6)]",
+        metadata={"help": "[R] list of (update, trainable top blocks): from that update "
+                  "on, only the top blocks (and the final norm) train; lower blocks, "
+                  "patch embedding, cls token and positions stay frozen and run without "
+                  "autograd. Default: head warm-up, then the top half of 12 blocks"},
+    )
+    layer_decay: float = field(
+        default=0.65,
+        metadata={"help": "[R] layer-wise lr decay: block i of d trains at lr * "
+                  "layer_decay ** (d - i); head and final norm at lr"},
+    )
+    head_weight_decay: float = field(
+        default=1e-5,
+        metadata={"help": "weight decay of the head's weight matrices (the encoder's come "
+                  "from optimizer.weight_decay); biases and norms get none"},
+    )
+    drop_path_rate: float = field(default=0.0, metadata={"help": "stochastic depth of the encoder"})
+
+
+@register_model("uamix_audiomae", dataclass=UamixAudioMAEConfig)
+class UamixAudioMAEModel(BaseFairseqModel):
+    """forward(view1, view2, mixed=None) -> dict of projections and predictions.
+
+    All views go through the encoder as one batch (LayerNorm only, no cross-sample
+    statistics), and through the head one view at a time (the head's BatchNorm
+    statistics are per view, as in NNCLR).
+    """
+
+    def __init__(self, cfg: UamixAudioMAEConfig, encoder: AudioMAEEncoder, queue_size: int):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = encoder
+        self.schedule = parse_schedule(cfg.freeze_schedule, encoder.depth,
+                                       field="model.freeze_schedule")
+        if not 0.0 < cfg.layer_decay <= 1.0:
+            raise ValueError(f"model.layer_decay must be in (0, 1], got {cfg.layer_decay}")
+        self.head = NNCLRHead(encoder.embed_dim, cfg.proj_hidden_dim, cfg.proj_layers,
+                              cfg.proj_out_dim, cfg.pred_hidden_dim)
+        self.support_queue = SupportQueue(queue_size, cfg.proj_out_dim)
+        self.trainable_blocks = trainable_blocks_at(self.schedule, 0)
+        # The patch embedding and cls token never train here (docs/method.md, stage B):
+        # keeping them out of the optimizer saves its state too.
+        for p in (self.encoder.cls_token, *self.encoder.patch_embed.parameters()):
+            p.requires_grad_(False)
+        self._tag_parameters()
+
+    @classmethod
+    def build_model(cls, cfg: UamixAudioMAEConfig, task):
+        saved = getattr(task, "encoder_config", None)
+        if saved is not None:
+            # Rebuilding from a fairseq checkpoint: the shape comes from the task state,
+            # the weights from the checkpoint, the AudioMAE file is not needed.
+            enc_cfg = EncoderConfig(**{**saved["config"], "drop_path_rate": cfg.drop_path_rate})
+            encoder = AudioMAEEncoder(enc_cfg, final_norm=saved["final_norm"])
+        else:
+            if not cfg.audiomae_checkpoint:
+                raise ValueError(
+                    "model.audiomae_checkpoint is empty: give the AudioMAE encoder to tune "
+                    "(e.g. model.audiomae_checkpoint=/path/pretrained.pth)"
+                )
+            encoder = load_audiomae(cfg.audiomae_checkpoint, num_frames=cfg.num_frames,
+                                    num_heads=cfg.num_heads or None,
+                                    drop_path_rate=cfg.drop_path_rate)
+            logger.info("loaded AudioMAE encoder from %s: %s", cfg.audiomae_checkpoint,
+                        encoder.cfg)
+        if hasattr(task, "encoder_config"):
+            task.encoder_config = {"config": asdict(encoder.cfg), "final_norm": encoder.final_norm}
+        train_clips = getattr(task, "num_train_clips", None)
+        queue_size = cfg.queue_size
+        if train_clips:
+            queue_size = min(queue_size, train_clips)
+        if queue_size < cfg.queue_size:
+            logger.info("support queue capped at %d entries (the training set size)", queue_size)
+        return cls(cfg, encoder, queue_size)
+
+    # ---------------------------------------------------------------- freezing
+    def set_num_updates(self, num_updates):
+        super().set_num_updates(num_updates)
+        stage = trainable_blocks_at(self.schedule, num_updates)
+        if stage != self.trainable_blocks:
+            logger.info("update %d: %d trainable encoder blocks (was %d)", num_updates,
+                        stage, self.trainable_blocks)
+        self.trainable_blocks = stage
+
+    def _tag_parameters(self):
+        """Per-parameter optimizer overrides read by the `uamix_adamw` optimizer:
+        the unit it belongs to (for freezing), lr scale (layer decay) and weight decay
+        (None: the optimizer's; 0 for biases and norms)."""
+        depth = self.encoder.depth
+
+        def tag(p, unit, lr_scale, weight_decay):
+            p.optim_overrides = {"unit": unit, "lr_scale": float(lr_scale),
+                                 "weight_decay": weight_decay}
+
+        for name, p in self.named_parameters():
+            no_decay = p.ndim <= 1
+            if name.startswith("encoder.blocks."):
+                i = int(name.split(".")[2])
+                tag(p, f"block.{i}", self.cfg.layer_decay ** (depth - i),
+                    0.0 if no_decay else None)
+            elif name.startswith("encoder."):
+                tag(p, "encoder.norm" if ("norm" in name) else "encoder.embed", 1.0,
+                    0.0 if no_decay else None)
+            else:
+                tag(p, "head", 1.0, 0.0 if no_decay else self.cfg.head_weight_decay)
+
+    def frozen_units(self):
+        """Units (see _tag_parameters) that must not change at the current stage."""
+        n_frozen = self.encoder.depth - self.trainable_blocks
+        units = {"encoder.embed"} | {f"block.{i}" for i in range(n_frozen)}
+        if self.trainable_blocks == 0:
+            units.add("encoder.norm")
+        return units
+
+    def frozen_parameters(self):
+        return self.encoder.frozen_parameters(self.trainable_blocks)
+
+    # ---------------------------------------------------------------- forward
+    def embed(self, x):
+        """Pooled embeddings [B, D] of normalised fbank [B, 1, T, F]."""
+        return self.encoder.pool(self.encoder(x), self.cfg.pooling)
+
+    def forward(self, view1, view2, mixed=None):
+        parts = [view1, view2] + ([mixed] if mixed is not None else [])
+        tokens = self.encoder(torch.cat(parts), trainable_blocks=self.trainable_blocks)
+        pooled = self.encoder.pool(tokens, self.cfg.pooling).split(view1.shape[0])
+        out = {}
+        for name, y in zip(("1", "2", "m"), pooled):
+            z, p = self.head(y)
+            out["z" + name], out["p" + name] = z, p
+        return out
+
+    def max_positions(self):
+        return None

@@ -1,0 +1,172 @@
+"""NNCLR pieces: the projector/predictor head, the support queue and the losses.
+
+References: Dwibedi et al., "With a Little Help from My Friends: Nearest-Neighbor
+Contrastive Learning of Visual Representations" (NNCLR, ICCV 2021), and, for the
+soft-target loss on mixtures, uaMix-MAE (ICASSP 2024) and i-Mix / Un-Mix. Choices marked
+[R] in docs/method.md are arguments with the defaults given there.
+
+Nothing here knows about audio or fairseq: inputs are embeddings.
+"""
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class FloatBatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm1d without the integer ``num_batches_tracked`` buffer.
+
+    With a fixed momentum that counter is never read, and an integer tensor in the model
+    state breaks fairseq's checkpoint averaging; so the state holds floats only.
+    """
+
+    def __init__(self, num_features: int, affine: bool = True):
+        super().__init__(num_features, affine=affine, momentum=0.1)
+        self.register_buffer("num_batches_tracked", None)
+
+
+def mlp(dims, bias_last: bool = True, bn_last: bool = False) -> nn.Sequential:
+    """Linear(no bias) -> BN -> ReLU for every hidden layer; a plain last Linear,
+    optionally followed by BN (the projector's output BN)."""
+    layers = []
+    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+        last = i == len(dims) - 2
+        layers.append(nn.Linear(a, b, bias=bias_last if last else False))
+        if not last:
+            layers += [FloatBatchNorm1d(b), nn.ReLU(inplace=True)]
+        elif bn_last:
+            layers.append(FloatBatchNorm1d(b))
+    return nn.Sequential(*layers)
+
+
+class NNCLRHead(nn.Module):
+    """Projector g: y [B, D] -> z [B, out] and predictor q: z -> p [B, out].
+
+    Default sizes [R, NNCLR / MAE-CT]: projector D-2048-2048-256 with BN after every
+    layer, predictor 256-4096-256.
+    """
+
+    def __init__(self, in_dim: int, proj_hidden_dim: int = 2048, proj_layers: int = 3,
+                 out_dim: int = 256, pred_hidden_dim: int = 4096):
+        super().__init__()
+        if proj_layers < 1:
+            raise ValueError(f"projector needs at least one layer, got {proj_layers}")
+        dims = [in_dim] + [proj_hidden_dim] * (proj_layers - 1) + [out_dim]
+        self.projector = mlp(dims, bias_last=True, bn_last=True)
+        self.predictor = mlp([out_dim, pred_hidden_dim, out_dim])
+
+    def forward(self, y) -> Tuple[torch.Tensor, torch.Tensor]:
+        z = self.projector(y)
+        return z, self.predictor(z)
+
+
+class SupportQueue(nn.Module):
+    """FIFO support set of L2-normalised projections, with each entry's dataset index.
+
+    The index makes self-exclusion possible: a clip never finds its own earlier
+    projection as nearest neighbour. Everything is stored as float tensors (indices are
+    exact in float64), so fairseq can save, restore and average checkpoints holding it.
+    """
+
+    def __init__(self, size: int, dim: int):
+        super().__init__()
+        if size < 1:
+            raise ValueError(f"support queue size must be >= 1, got {size}")
+        self.register_buffer("features", torch.zeros(size, dim))
+        self.register_buffer("indices", torch.full((size,), -1.0, dtype=torch.float64))
+        # [pointer, filled], floats for the reason above.
+        self.register_buffer("state", torch.zeros(2, dtype=torch.float64))
+
+    @property
+    def size(self) -> int:
+        return self.features.shape[0]
+
+    @property
+    def filled(self) -> int:
+        return int(self.state[1])
+
+    @torch.no_grad()
+    def push(self, z: torch.Tensor, indices: torch.Tensor):
+        """Enqueue rows of z [n, dim] (already normalised) with their dataset indices."""
+        n = z.shape[0]
+        if n == 0:
+            return
+        if n > self.size:  # keep only the newest rows
+            z, indices, n = z[-self.size:], indices[-self.size:], self.size
+        ptr = int(self.state[0])
+        slots = (torch.arange(n, device=z.device) + ptr) % self.size
+        self.features[slots] = z.detach().to(self.features.dtype)
+        self.indices[slots] = indices.detach().to(self.indices.dtype)
+        self.state[0] = (ptr + n) % self.size
+        self.state[1] = min(self.size, self.filled + n)
+
+    @torch.no_grad()
+    def nearest(self, z: torch.Tensor, indices: Optional[torch.Tensor] = None,
+                topk: int = 1, generator=None) -> torch.Tensor:
+        """NN(z): for each row of z [n, dim] (normalised), the queue entry with the
+        highest cosine similarity, skipping entries with the same dataset index;
+        with ``topk`` > 1, one of the top-k drawn uniformly. Rows with no eligible entry
+        (empty queue) get themselves back, as NNCLR does before the queue fills."""
+        if self.filled == 0:
+            return z.detach().clone()
+        bank = self.features[: self.filled] if self.filled < self.size else self.features
+        sim = z.detach().to(bank.dtype) @ bank.t()  # [n, Q]
+        if indices is not None:
+            bank_idx = self.indices[: bank.shape[0]]
+            same = indices.to(bank_idx.dtype)[:, None] == bank_idx[None, :]
+            sim = sim.masked_fill(same, float("-inf"))
+        k = min(topk, bank.shape[0])
+        top_sim, top_idx = sim.topk(k, dim=1)
+        if k > 1:
+            pick = torch.randint(0, k, (z.shape[0], 1), generator=generator).to(z.device)
+            top_sim, top_idx = top_sim.gather(1, pick), top_idx.gather(1, pick)
+        nn_z = bank[top_idx[:, 0]].to(z.dtype)
+        no_neighbour = torch.isinf(top_sim[:, 0])
+        return torch.where(no_neighbour[:, None], z.detach(), nn_z)
+
+
+def contrastive_logits(anchors: torch.Tensor, candidates: torch.Tensor,
+                       temperature: float) -> torch.Tensor:
+    """Cosine logits [n, m] between anchors [n, d] and candidates [m, d] over tau."""
+    return F.normalize(anchors, dim=-1) @ F.normalize(candidates, dim=-1).t() / temperature
+
+
+def nnclr_loss(neighbours: torch.Tensor, predictions: torch.Tensor, targets: torch.Tensor,
+               temperature: float, column_mask: Optional[torch.Tensor] = None,
+               reduction: str = "sum"):
+    """NNCLR cross entropy: row i of NN(z_i) . p_k / tau should pick column targets[i].
+
+    neighbours [n, d] (local rows), predictions [m, d] (global batch), targets [n]
+    (global column of each row's positive). ``column_mask`` [m] bool marks columns that
+    may serve as negatives (False for dummy rows). Returns (loss, logits).
+    """
+    logits = contrastive_logits(neighbours, predictions, temperature)
+    if column_mask is not None:
+        logits = logits.masked_fill(~column_mask[None, :], float("-inf"))
+    return F.cross_entropy(logits, targets, reduction=reduction), logits
+
+
+def soft_target_loss(predictions: torch.Tensor, neighbours: torch.Tensor,
+                     lam: torch.Tensor, own: torch.Tensor, partner: torch.Tensor,
+                     temperature: float, column_mask: Optional[torch.Tensor] = None,
+                     reduction: str = "sum"):
+    """The virtual-label loss for mixtures (uaMix-MAE, Fig. 1) [R].
+
+    logits[i, k] = p(m_i) . NN(z2_k) / tau over the global batch; the soft target of row
+    i puts lam[i] on column own[i] and 1 - lam[i] on column partner[i] (the same column
+    gets both when a clip is paired with itself). Returns (loss, logits).
+    """
+    logits = contrastive_logits(predictions, neighbours, temperature)
+    if column_mask is not None:
+        logits = logits.masked_fill(~column_mask[None, :], float("-inf"))
+    target = torch.zeros_like(logits)
+    rows = torch.arange(logits.shape[0], device=logits.device)
+    target.index_put_((rows, own), lam.to(logits.dtype), accumulate=True)
+    target.index_put_((rows, partner), (1 - lam).to(logits.dtype), accumulate=True)
+    log_prob = torch.log_softmax(logits, dim=1)
+    # 0 * -inf would be NaN on masked columns; their target is always 0.
+    per_row = -(target * log_prob.masked_fill(target == 0, 0.0)).sum(dim=1)
+    loss = per_row.sum() if reduction == "sum" else per_row.mean()
+    return loss, logits

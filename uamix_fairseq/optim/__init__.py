@@ -1,0 +1,1 @@
+from . import uamix_adamw  # noqa: F401  (registers the optimizer)

@@ -1,0 +1,84 @@
+"""fairseq optimizer `uamix_adamw`: AdamW with per-unit learning-rate scales, weight
+decay and freezing.
+
+Models tag each parameter with ``p.optim_overrides = {"unit", "lr_scale",
+"weight_decay"}`` (fairseq's FP16 optimizer copies that attribute onto its fp32 master
+weights, so this works in fp32, bf16 and fp16). Parameters with the same overrides share
+one torch param group. The task sets each group's ``frozen`` flag before every step (through
+``optimizer.param_groups``, which fairseq's wrappers pass through) and re-applies the lr; a frozen group
+gets learning rate 0, so AdamW changes neither its weights nor (through decoupled weight
+decay, lr * wd = 0) their norm: frozen weights stay bit-identical even when a wrapper
+(``legacy_ddp``, the FP16 optimizer) fills their missing gradients with zeros.
+"""
+
+import ast
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import List
+
+import torch
+from fairseq.dataclass import FairseqDataclass
+from fairseq.optim import FairseqOptimizer, register_optimizer
+from omegaconf import II
+
+
+@dataclass
+class UamixAdamWConfig(FairseqDataclass):
+    adam_betas: str = field(default="(0.9, 0.95)", metadata={"help": "AdamW betas"})
+    adam_eps: float = field(default=1e-8, metadata={"help": "AdamW epsilon"})
+    weight_decay: float = field(
+        default=0.05,
+        metadata={"help": "decoupled weight decay of weight matrices whose model does "
+                  "not set their own (biases and norms get none)"},
+    )
+    lr: List[float] = II("optimization.lr")
+
+
+def _group_key(p):
+    o = getattr(p, "optim_overrides", None)
+    if o is None or "unit" not in o:
+        raise ValueError(
+            "optimizer uamix_adamw needs parameters tagged by a uamix model "
+            "(p.optim_overrides); with fp16/bf16 set common.fp16_no_flatten_grads=true so "
+            "that fairseq keeps one master weight per parameter"
+        )
+    return (o["unit"], float(o.get("lr_scale", 1.0)), o.get("weight_decay"))
+
+
+@register_optimizer("uamix_adamw", dataclass=UamixAdamWConfig)
+class UamixAdamW(FairseqOptimizer):
+    def __init__(self, cfg: UamixAdamWConfig, params):
+        super().__init__(cfg)
+        betas = ast.literal_eval(cfg.adam_betas) if isinstance(cfg.adam_betas, str) else cfg.adam_betas
+        grouped = OrderedDict()
+        for p in params:
+            grouped.setdefault(_group_key(p), []).append(p)
+        groups = []
+        for (unit, lr_scale, wd), ps in grouped.items():
+            groups.append({
+                "params": ps, "unit": unit, "lr_scale": lr_scale, "frozen": False,
+                "weight_decay": cfg.weight_decay if wd is None else float(wd),
+            })
+        self._base_lr = cfg.lr[0]
+        self._optimizer = torch.optim.AdamW(
+            groups, lr=self._base_lr, betas=tuple(betas), eps=cfg.adam_eps,
+            weight_decay=cfg.weight_decay,
+        )
+        self.set_lr(self._base_lr)
+
+    @property
+    def optimizer_config(self):
+        return {"lr": self._base_lr, "betas": self._optimizer.defaults["betas"],
+                "eps": self._optimizer.defaults["eps"]}
+
+    @property
+    def supports_flat_params(self):
+        return False
+
+    def get_lr(self):
+        return self._base_lr
+
+    def set_lr(self, lr):
+        self._base_lr = lr
+        for g in self.param_groups:
+            g["lr"] = 0.0 if g["frozen"] else lr * g["lr_scale"]

@@ -1,0 +1,1 @@
+from . import uamix_contrastive  # noqa: F401

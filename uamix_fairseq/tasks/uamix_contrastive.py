@@ -1,0 +1,207 @@
+"""fairseq task `uamix_contrastive`: contrastive tuning of an AudioMAE encoder on
+unlabelled audio listed in fairseq manifests (`<data>/<split>.tsv`).
+
+Per training step the task turns the batch of waveforms into two normalised fbank views
+on the training device (``uamix_fairseq.frontend`` and ``uamix_fairseq.views``), tells
+the model and criterion the update number, and before the optimizer step marks the
+frozen parameter groups, so that frozen blocks stay bit-identical.
+"""
+
+import logging
+import os
+from dataclasses import dataclass, field
+
+import torch
+from fairseq.dataclass import FairseqDataclass
+from fairseq.tasks import FairseqTask, register_task
+from omegaconf import II, MISSING
+
+from ..data.audio_dataset import AudioClipDataset
+from ..distributed import rank_and_world
+from ..frontend import FrontendConfig, batch_fbank, model_input
+from ..manifest import read_manifest
+from ..views import ViewConfig, two_views
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class AudioDataConfig(FairseqDataclass):
+    """Fields shared by every uamix audio task: where the data is and how features are
+    made (audiomae_format.md)."""
+
+    data: str = field(default=MISSING, metadata={"help": "folder holding <split>.tsv manifests"})
+    sample_rate: int = field(default=16000, metadata={"help": "sample rate the encoder expects"})
+    resample: bool = field(
+        default=False,
+        metadata={"help": "resample clips at another rate (band-limited); when false such "
+                  "clips are refused with an error naming the file"},
+    )
+    skip_bad_audio: bool = field(
+        default=False,
+        metadata={"help": "drop unreadable/silent/too-short clips from their batch (counted "
+                  "and logged) instead of stopping"},
+    )
+    num_frames: int = field(
+        default=1024,
+        metadata={"help": "fbank frames T per clip (10 ms each): longer clips are cropped, "
+                  "shorter ones zero-padded (AudioSet 1024, ESC-50 512, SPC-2 128)"},
+    )
+    num_mel_bins: int = field(default=128, metadata={"help": "mel bins F (AudioMAE: 128)"})
+    norm_mean: float = field(default=-4.2677393, metadata={"help": "fbank mean (AudioSet)"})
+    norm_std: float = field(
+        default=4.5689974,
+        metadata={"help": "fbank std (AudioSet); features are (x - mean) / (2 * std)"},
+    )
+    seed: int = II("common.seed")
+
+
+def frontend_config(cfg: AudioDataConfig) -> FrontendConfig:
+    return FrontendConfig(cfg.sample_rate, cfg.num_frames, cfg.num_mel_bins,
+                          cfg.norm_mean, cfg.norm_std)
+
+
+@dataclass
+class UamixContrastiveConfig(AudioDataConfig):
+    view_time_roll: bool = field(
+        default=True, metadata={"help": "[R] views: random circular time shift of the clip"})
+    view_gain_db: float = field(
+        default=6.0, metadata={"help": "[R] views: random gain in [-x, x] dB (0 = off)"})
+    view_time_mask_fraction: float = field(
+        default=0.1,
+        metadata={"help": "[R] views: SpecAugment time mask of up to this share of the frames"},
+    )
+    view_freq_mask_fraction: float = field(
+        default=0.2,
+        metadata={"help": "[R] views: SpecAugment frequency mask of up to this share of the bins"},
+    )
+
+
+def _check_positive(cfg, names, prefix="task"):
+    for name in names:
+        if getattr(cfg, name) <= 0:
+            raise ValueError(f"{prefix}.{name} must be > 0, got {getattr(cfg, name)}")
+
+
+def find_uamix_model(model):
+    """The plugin model inside fairseq's DDP wrappers (they proxy attributes anyway)."""
+    return getattr(model, "module", model)
+
+
+@register_task("uamix_contrastive", dataclass=UamixContrastiveConfig)
+class UamixContrastiveTask(FairseqTask):
+    cfg: UamixContrastiveConfig
+
+    def __init__(self, cfg: UamixContrastiveConfig):
+        super().__init__(cfg)
+        self.frontend_cfg = frontend_config(cfg)
+        self.view_cfg = ViewConfig(cfg.view_time_roll, cfg.view_gain_db,
+                                   cfg.view_time_mask_fraction, cfg.view_freq_mask_fraction)
+        self.view_cfg.validate(prefix="task.view_")
+        # Encoder shape, saved in the checkpoint's task state so that the model can be
+        # rebuilt without the AudioMAE file (see UamixAudioMAEModel.build_model).
+        self.encoder_config = None
+        self.num_train_clips = self._count_clips("train")
+
+    @classmethod
+    def setup_task(cls, cfg: UamixContrastiveConfig, **kwargs):
+        _check_positive(cfg, ("sample_rate", "num_frames", "num_mel_bins", "norm_std"))
+        if cfg.num_mel_bins % 16 or cfg.num_frames % 16:
+            raise ValueError(
+                f"task.num_frames={cfg.num_frames} and task.num_mel_bins={cfg.num_mel_bins} "
+                "must be multiples of the 16x16 patch size"
+            )
+        return cls(cfg)
+
+    def _manifest_path(self, split):
+        return os.path.join(self.cfg.data, f"{split}.tsv")
+
+    def _count_clips(self, split):
+        path = self._manifest_path(split)
+        if self.cfg.data == MISSING or not os.path.isfile(path):
+            return None
+        return len(read_manifest(path))
+
+    def load_dataset(self, split, epoch=1, combine=False, **kwargs):
+        path = self._manifest_path(split)
+        if not os.path.isfile(path):
+            found = sorted(f for f in os.listdir(self.cfg.data) if f.endswith(".tsv")) \
+                if os.path.isdir(self.cfg.data) else []
+            raise FileNotFoundError(
+                f"no manifest for split '{split}': {path} does not exist (task.data="
+                f"{self.cfg.data}; manifests there: {found or 'none'}). Make one with "
+                "`python -m uamix_fairseq.manifest AUDIO_DIR --dest DIR`"
+            )
+        is_train = split == getattr(self.cfg, "train_subset", "train")
+        self.datasets[split] = AudioClipDataset(
+            path, max_samples=self.frontend_cfg.max_samples,
+            sample_rate=self.cfg.sample_rate, resample=self.cfg.resample,
+            random_crop=is_train, seed=self.cfg.seed, skip_bad_audio=self.cfg.skip_bad_audio,
+        )
+        logger.info("%s: %d clips from %s", split, len(self.datasets[split]), path)
+
+    # ---------------------------------------------------------------- features
+    def make_views(self, sample, generator):
+        """Replace the waveforms of ``sample`` by two normalised fbank views."""
+        net_input = sample["net_input"]
+        fbank, valid = batch_fbank(net_input["waveform"], net_input["lengths"],
+                                   self.frontend_cfg)
+        x1, x2 = two_views(fbank, valid, self.view_cfg, generator)
+        out = dict(sample)
+        out["net_input"] = {"view1": model_input(x1, self.frontend_cfg),
+                            "view2": model_input(x2, self.frontend_cfg)}
+        return out
+
+    def _generator(self, step_seed):
+        rank, _ = rank_and_world()
+        return torch.Generator().manual_seed((self.cfg.seed * 7919 + step_seed) * 131 + rank)
+
+    # ---------------------------------------------------------------- steps
+    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        model.train()
+        model.set_num_updates(update_num)
+        criterion.set_num_updates(update_num)
+        sample = self.make_views(sample, self._generator(update_num))
+        if ignore_grad:
+            # fairseq's dummy batch (a rank out of data): still runs every collective,
+            # but its rows are neither negatives for other ranks nor queued.
+            sample["is_dummy"] = True
+        loss, sample_size, logging_output = criterion(model, sample)
+        if ignore_grad:
+            loss *= 0
+        optimizer.backward(loss)
+        return loss, sample_size, logging_output
+
+    def valid_step(self, sample, model, criterion):
+        model.eval()
+        with torch.no_grad():
+            seed = int(sample["id"][0]) if len(sample["id"]) else 0
+            sample = self.make_views(sample, self._generator(-1 - seed))
+            return criterion(model, sample)
+
+    def optimizer_step(self, optimizer, model, update_num):
+        """Keep frozen parameter groups bit-identical (see optim/uamix_adamw.py)."""
+        inner = find_uamix_model(model)
+        frozen = inner.frozen_units()
+        for p in inner.frozen_parameters():
+            p.grad = None  # fills from legacy_ddp; None grads are skipped entirely
+        groups = list(optimizer.param_groups)
+        if not all("unit" in g for g in groups):
+            raise ValueError(
+                "task uamix_contrastive needs optimizer._name=uamix_adamw: it applies "
+                "layer-wise lr decay and keeps frozen blocks bit-identical"
+            )
+        for g in groups:
+            g["frozen"] = g["unit"] in frozen
+        optimizer.set_lr(optimizer.get_lr())
+        optimizer.step()
+
+    # ---------------------------------------------------------------- state
+    def state_dict(self):
+        return {"encoder_config": self.encoder_config}
+
+    def load_state_dict(self, state_dict):
+        self.encoder_config = state_dict.get("encoder_config", self.encoder_config)
+
+    def max_positions(self):
+        return None
