@@ -292,6 +292,28 @@ def test_subtract_mean_is_per_row():
     torch.testing.assert_close(out[0], compute_fbank(x), rtol=0, atol=1e-3)
 
 
+def test_other_float_dtypes_and_strided_input():
+    x = speech_like(16000)
+    half = compute_fbank(x.half())
+    assert half.dtype == torch.float32 and half.shape == (98, 128)
+    wide = torch.stack([x, -x], dim=1)  # [N, 2]; .t() is a non-contiguous [2, N]
+    # The means over strided memory round differently in the last bit, and 1-ulp changes
+    # of the DC-removed samples move the weakest float32 bins (~16 nats below the
+    # frame's peak) by a few 1e-4; everything else agrees to float32 precision.
+    strided, plain = compute_fbank(wide.t())[0], compute_fbank(x)
+    torch.testing.assert_close(strided, plain, rtol=0, atol=1e-3)
+    strong = plain > plain.max(dim=1, keepdim=True).values - 8.0
+    torch.testing.assert_close(strided[strong], plain[strong], rtol=0, atol=2e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_matches_cpu():
+    x = torch.stack([speech_like(16000), music_like(16000)])
+    out = compute_fbank(x.cuda())
+    assert out.device.type == "cuda"
+    torch.testing.assert_close(out.cpu(), compute_fbank(x), rtol=0, atol=1e-3)
+
+
 def test_cached_bank_is_reused():
     x = white_noise(16000, 0.1)
     compute_fbank(x)
@@ -357,6 +379,7 @@ def test_too_short_clip_raises():
         (torch.zeros(1000), {"low_freq": 4000.0, "high_freq": 3000.0}, "low_freq"),
         (torch.zeros(1000), {"num_mel_bins": 0}, "num_mel_bins"),
         (torch.zeros(1000), {"preemphasis": 1.5}, "preemphasis"),
+        (torch.zeros(1000, requires_grad=True), {}, "differentiable"),
     ],
 )
 def test_bad_arguments_raise_value_error(waveform, kwargs, match):

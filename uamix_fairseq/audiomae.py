@@ -423,6 +423,17 @@ def encoder_from_state_dict(
     return encoder
 
 
+def _stored_num_heads(obj: dict) -> Optional[int]:
+    """Head count recorded by this plugin (save_audiomae, or a fairseq checkpoint's
+    task state); official files do not record it."""
+    saved = obj.get("uamix_encoder_config")
+    if saved is None:
+        task_state = obj.get("task_state")
+        if isinstance(task_state, dict) and task_state.get("encoder_config"):
+            saved = task_state["encoder_config"]["config"]
+    return int(saved["num_heads"]) if saved else None
+
+
 def load_audiomae(
     path,
     num_frames: Optional[int] = None,
@@ -438,6 +449,8 @@ def load_audiomae(
     """
     obj = _read_file(path)
     state = extract_encoder_state(obj, path)
+    if num_heads is None:
+        num_heads = _stored_num_heads(obj)
     return encoder_from_state_dict(
         state, path, num_frames=num_frames, num_heads=num_heads, drop_path_rate=drop_path_rate
     )

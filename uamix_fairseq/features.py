@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from typing import Dict, Tuple
 
 import torch
@@ -143,6 +144,10 @@ def mel_filterbank(
     as in Kaldi, whose bank covers only bins ``0 .. nfft/2 - 1``. A triangle that
     contains no FFT bin has an all-zero column.
     """
+    if not (isinstance(num_mel_bins, numbers.Integral) and num_mel_bins >= 1):
+        raise ValueError(f"num_mel_bins must be a positive integer, got {num_mel_bins!r}")
+    if not (isinstance(nfft, numbers.Integral) and nfft >= 2 and nfft % 2 == 0):
+        raise ValueError(f"nfft must be a positive even integer, got {nfft!r}")
     low, high = _resolve_band(sample_rate, low_freq, high_freq)
     # Computed in float64 and rounded once to ``dtype`` (see the module docstring).
     mel_low, mel_high = _mel(low), _mel(high)
@@ -214,7 +219,8 @@ def compute_fbank(
 
     Raises:
         ValueError: on a bad shape or dtype, non-finite samples, a clip shorter than one
-            frame, or settings outside what Kaldi accepts.
+            frame, settings outside what Kaldi accepts, or a waveform that requires
+            grad (the features are not differentiable).
     """
     if not isinstance(waveform, torch.Tensor):
         raise ValueError(f"waveform must be a torch.Tensor, got {type(waveform).__name__}")
@@ -228,9 +234,14 @@ def compute_fbank(
             f"waveform must be a float tensor in [-1, 1], got dtype {waveform.dtype}; "
             "convert integer PCM with e.g. x.float() / 32768"
         )
-    if not (isinstance(sample_rate, (int, float)) and math.isfinite(sample_rate) and sample_rate > 0):
+    if waveform.requires_grad and torch.is_grad_enabled():
+        raise ValueError(
+            "compute_fbank is not differentiable (it writes into preallocated buffers); "
+            "pass waveform.detach() or call it under torch.no_grad()"
+        )
+    if not (isinstance(sample_rate, numbers.Real) and math.isfinite(sample_rate) and sample_rate > 0):
         raise ValueError(f"sample_rate must be a positive number of Hz, got {sample_rate!r}")
-    if not (isinstance(num_mel_bins, int) and num_mel_bins >= 1):
+    if not (isinstance(num_mel_bins, numbers.Integral) and num_mel_bins >= 1):
         raise ValueError(f"num_mel_bins must be a positive integer, got {num_mel_bins!r}")
     if not (frame_length_ms > 0 and frame_shift_ms > 0):
         raise ValueError(
@@ -282,7 +293,7 @@ def compute_fbank(
 
     spec = torch.view_as_real(torch.fft.rfft(buf, dim=-1))  # [B, T, nfft//2 + 1, 2]
     power = torch.addcmul(spec[..., 0] * spec[..., 0], spec[..., 1], spec[..., 1])  # |X|^2
-    bank = _cached_bank(device, dtype, num_mel_bins, nfft, float(sample_rate), low, high)
+    bank = _cached_bank(device, dtype, int(num_mel_bins), nfft, float(sample_rate), low, high)
     mel = torch.matmul(power, bank)  # [B, T, bins]; the bank's Nyquist row is zero
     out = mel.clamp_min_(_LOG_FLOOR).log_()
     return out.squeeze(0) if squeeze else out
@@ -297,13 +308,13 @@ def pad_or_crop(fbank: torch.Tensor, target_frames: int) -> torch.Tensor:
     """
     if fbank.dim() < 2:
         raise ValueError(f"fbank must be [..., T, F], got shape {tuple(fbank.shape)}")
-    if not (isinstance(target_frames, int) and target_frames >= 1):
+    if not (isinstance(target_frames, numbers.Integral) and target_frames >= 1):
         raise ValueError(f"target_frames must be a positive integer, got {target_frames!r}")
     t = fbank.shape[-2]
     if t > target_frames:
-        return fbank[..., :target_frames, :]
+        return fbank[..., : int(target_frames), :]
     if t < target_frames:
-        return torch.nn.functional.pad(fbank, (0, 0, 0, target_frames - t))
+        return torch.nn.functional.pad(fbank, (0, 0, 0, int(target_frames) - t))
     return fbank
 
 
