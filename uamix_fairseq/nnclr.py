@@ -26,6 +26,13 @@ class FloatBatchNorm1d(nn.BatchNorm1d):
         super().__init__(num_features, affine=affine, momentum=0.1)
         self.register_buffer("num_batches_tracked", None)
 
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args, **kwargs):
+        # A state without version metadata (e.g. from checkpoint averaging) would make
+        # BatchNorm add the counter back; a counter from elsewhere is simply dropped.
+        state_dict.pop(prefix + "num_batches_tracked", None)
+        local_metadata = {**local_metadata, "version": 2}
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args, **kwargs)
+
 
 def mlp(dims, bias_last: bool = True, bn_last: bool = False) -> nn.Sequential:
     """Linear(no bias) -> BN -> ReLU for every hidden layer; a plain last Linear,

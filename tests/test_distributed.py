@@ -1,0 +1,436 @@
+"""Distributed code paths on CPU: two gloo ranks on this machine.
+
+- ``gather_rows`` (uneven row counts, offsets, gradients through the gather) against a
+  single-process computation on the concatenated batch;
+- the ``uamix_nnclr`` criterion's forward/backward on a tiny model: two ranks together
+  give the loss, gradients and support queue of one process on the whole batch, also
+  with mixing and with a dummy batch on one rank;
+- an end-to-end two-rank ``fairseq-hydra-train`` run through
+  ``scripts/train_cpu_multiproc.sh``.
+
+Every multi-process part runs under a deadline; on expiry all ranks are killed and the
+test fails with their output, so a collective that hangs cannot hang the suite.
+"""
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from datetime import timedelta
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LAUNCHER = os.path.join(REPO, "scripts", "train_cpu_multiproc.sh")
+WORLD = 2
+SPAWN_TIMEOUT = 120  # seconds; a healthy run takes well under 20
+
+
+# ----------------------------------------------------------------------------- helpers
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _init_group(rank: int, port: int):
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=WORLD, timeout=timedelta(seconds=60))
+
+
+def _entry(rank, fn, port, out_dir, args):
+    """Runs in each spawned rank: set up the group, run ``fn``, save what it returns."""
+    _init_group(rank, port)
+    try:
+        result = fn(rank, *args)
+        torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def run_ranks(fn, out_dir, *args, timeout=SPAWN_TIMEOUT):
+    """Run ``fn(rank, *args)`` on WORLD gloo ranks; return the list of their results.
+
+    A rank that raises fails the test with its traceback (torch terminates the others);
+    past ``timeout`` every rank is killed and the test fails.
+    """
+    ctx = mp.start_processes(_entry, args=(fn, free_port(), str(out_dir), args),
+                             nprocs=WORLD, join=False, start_method="spawn")
+    deadline = time.monotonic() + timeout
+    try:
+        while not ctx.join(timeout=1.0):
+            if time.monotonic() > deadline:
+                pytest.fail(f"{fn.__name__}: ranks still running after {timeout} s "
+                            "(a collective hangs?); killed them")
+    finally:
+        for p in ctx.processes:
+            if p.is_alive():
+                p.kill()
+                p.join()
+    return [torch.load(os.path.join(out_dir, f"rank{r}.pt"), weights_only=False)
+            for r in range(WORLD)]
+
+
+def split_rows(x, sizes):
+    return list(torch.split(x, list(sizes)))
+
+
+# ------------------------------------------------------------------ gather_rows
+SIZES = (3, 2)  # rank 0 has 3 rows, rank 1 has 2: the gather must pad and unpad
+TAU = 0.5
+
+
+def _gather_data():
+    g = torch.Generator().manual_seed(123)
+    a = torch.randn(sum(SIZES), 4, generator=g)
+    b = torch.randn(sum(SIZES), 4, generator=g)
+    return a, b
+
+
+def _pair_loss(a_local, b_local, a_all, b_all, first_row):
+    """Contrastive-style loss of the local rows against all gathered rows (two gathers,
+    like the criterion's two directions), with a nonlinearity before the gather so
+    that gradients must flow back through it to the owning rank."""
+    targets = torch.arange(a_local.shape[0]) + first_row
+    return (F.cross_entropy(a_local @ b_all.t() / TAU, targets, reduction="sum")
+            + F.cross_entropy(b_local @ a_all.t() / TAU, targets, reduction="sum"))
+
+
+def _gather_worker(rank):
+    from uamix_fairseq.distributed import gather_rows, rank_and_world
+
+    a_full, b_full = _gather_data()
+    a = split_rows(a_full, SIZES)[rank].clone().requires_grad_(True)
+    b = split_rows(b_full, SIZES)[rank].clone().requires_grad_(True)
+    ids = torch.arange(SIZES[rank]) + 10 * rank
+    real = torch.full((SIZES[rank],), rank == 0)
+
+    ids_all, ids_offset = gather_rows(ids, with_grad=False)
+    real_all, _ = gather_rows(real, with_grad=False)
+    nograd_all, _ = gather_rows(a, with_grad=False)
+
+    a_all, offset = gather_rows(torch.tanh(a), with_grad=True)
+    b_all, _ = gather_rows(torch.tanh(b), with_grad=True)
+    loss = _pair_loss(a, b, a_all, b_all, offset)
+    loss.backward()
+    return {
+        "rank_and_world": rank_and_world(), "offset": offset, "ids_offset": ids_offset,
+        "ids_all": ids_all, "real_all": real_all, "nograd_all": nograd_all.detach(),
+        "nograd_requires_grad": nograd_all.requires_grad, "a_all": a_all.detach(),
+        "loss": loss.detach(), "grad_a": a.grad, "grad_b": b.grad,
+    }
+
+
+def test_gather_rows_two_ranks_uneven_sizes_and_gradients(tmp_path):
+    results = run_ranks(_gather_worker, tmp_path)
+
+    a_full, b_full = _gather_data()
+    a_ref = a_full.clone().requires_grad_(True)
+    b_ref = b_full.clone().requires_grad_(True)
+    loss_ref = _pair_loss(a_ref, b_ref, torch.tanh(a_ref), torch.tanh(b_ref), 0)
+    loss_ref.backward()
+
+    for rank, res in enumerate(results):
+        assert res["rank_and_world"] == (rank, WORLD)
+        assert res["offset"] == res["ids_offset"] == sum(SIZES[:rank])
+        # Concatenation in rank order, padding removed, dtypes kept (long, bool).
+        assert torch.equal(res["ids_all"], torch.tensor([0, 1, 2, 10, 11]))
+        assert torch.equal(res["real_all"], torch.tensor([True, True, True, False, False]))
+        assert torch.equal(res["nograd_all"], a_full)
+        assert not res["nograd_requires_grad"]
+        assert torch.allclose(res["a_all"], torch.tanh(a_full))
+    # Each rank's loss covers its own rows; together they are the full-batch loss...
+    total = sum(res["loss"] for res in results)
+    assert torch.allclose(total, loss_ref.detach(), rtol=1e-5, atol=1e-5)
+    # ...and each row's gradient (from every rank's loss) arrives at its owner.
+    grad_a = torch.cat([res["grad_a"] for res in results])
+    grad_b = torch.cat([res["grad_b"] for res in results])
+    assert torch.allclose(grad_a, a_ref.grad, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(grad_b, b_ref.grad, rtol=1e-5, atol=1e-6)
+    # The cross-rank part is not negligible: without it the gradients would differ.
+    local_only = torch.autograd.grad(
+        _pair_loss(a_ref, b_ref, torch.tanh(a_ref).detach(), torch.tanh(b_ref).detach(), 0),
+        [a_ref])[0]
+    assert not torch.allclose(local_only, a_ref.grad, atol=1e-3)
+
+
+def test_gather_rows_single_process_is_identity():
+    from uamix_fairseq.distributed import gather_rows, rank_and_world
+
+    x = torch.randn(3, 2, requires_grad=True)
+    out, offset = gather_rows(x)
+    assert out is x and offset == 0
+    assert rank_and_world() == (0, 1)
+
+
+# ------------------------------------------------------------------ criterion
+CLIPS = (3, 2)  # clips per rank
+FRAMES = 32
+
+
+def _tiny_model():
+    from uamix_fairseq.audiomae import AudioMAEEncoder, EncoderConfig
+    from uamix_fairseq.models.uamix_audiomae import UamixAudioMAEConfig, UamixAudioMAEModel
+
+    torch.manual_seed(0)
+    encoder = AudioMAEEncoder(EncoderConfig(embed_dim=32, depth=2, num_heads=1,
+                                            num_frames=FRAMES))
+    cfg = UamixAudioMAEConfig(num_frames=FRAMES, freeze_schedule="[(0, 1)]",
+                              proj_hidden_dim=32, pred_hidden_dim=32, proj_out_dim=16)
+    model = UamixAudioMAEModel(cfg, encoder, queue_size=16)
+    # A non-empty queue, so that nearest neighbours matter; one entry carries the id of
+    # clip 1, which must never be its own neighbour.
+    g = torch.Generator().manual_seed(7)
+    model.support_queue.push(F.normalize(torch.randn(6, 16, generator=g), dim=-1),
+                             torch.tensor([100, 101, 102, 103, 104, 1]))
+    model.train()
+    # Train mode (the queue is updated) but BatchNorm on running statistics: with
+    # per-batch statistics each rank normalises its own rows (no SyncBN), and the
+    # two-rank and one-process losses would differ by design, not by a bug.
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm1d):
+            m.eval()
+    return model
+
+
+def _criterion(mix_mode):
+    from uamix_fairseq.criterions.uamix_nnclr import UamixNNCLRConfig, UamixNNCLRCriterion
+
+    return UamixNNCLRCriterion(UamixNNCLRConfig(mix_mode=mix_mode, seed=1), task=None)
+
+
+def _clip_batch():
+    g = torch.Generator().manual_seed(11)
+    n = sum(CLIPS)
+    view1 = torch.randn(n, 1, FRAMES, 128, generator=g)
+    view2 = torch.randn(n, 1, FRAMES, 128, generator=g)
+    return view1, view2, torch.arange(n)
+
+
+def _sample(view1, view2, ids):
+    return {"id": ids, "nsentences": len(ids),
+            "net_input": {"view1": view1, "view2": view2}}
+
+
+def _step(model, criterion, sample, dummy=False):
+    """One forward/backward as the task's train_step runs it."""
+    model.zero_grad()
+    if dummy:
+        sample = dict(sample, is_dummy=True)
+    loss, sample_size, log = criterion(model, sample)
+    if dummy:
+        loss = loss * 0
+    loss.backward()
+    grads = {n: (p.grad.clone() if p.grad is not None else torch.zeros_like(p))
+             for n, p in model.named_parameters() if p.requires_grad}
+    return {"loss": loss.detach().clone(), "sample_size": sample_size,
+            "correct": int(log["correct"]), "grads": grads,
+            "queue": {k: v.clone() for k, v in model.support_queue.state_dict().items()}}
+
+
+def _criterion_worker(rank, mix_mode, dummy_rank):
+    import uamix_fairseq.criterions.uamix_nnclr as crit_module
+
+    drawn = {}
+    original_mix = crit_module.mix_batch
+
+    def recording_mix(*args, **kwargs):
+        drawn["mix"] = original_mix(*args, **kwargs)
+        return drawn["mix"]
+
+    crit_module.mix_batch = recording_mix
+    model, criterion = _tiny_model(), _criterion(mix_mode)
+    view1, view2, ids = _clip_batch()
+    mine = [split_rows(t, CLIPS)[rank] for t in (view1, view2, ids)]
+    dummy = rank == dummy_rank
+    if dummy:
+        # fairseq's dummy batch is an earlier real batch: rows (and ids) that also
+        # exist on another rank, of another size than that rank's batch.
+        mine = [t[:2] for t in (view1, view2, ids)]
+    out = _step(model, criterion, _sample(*mine), dummy=dummy)
+    out["mix"] = drawn.get("mix")
+    return out
+
+
+@pytest.mark.parametrize("mix_mode,dummy_rank", [
+    ("none", None), ("tcutmix", None), ("tcutmix", 1),
+])
+def test_criterion_two_ranks_match_one_process(tmp_path, monkeypatch, mix_mode, dummy_rank):
+    results = run_ranks(_criterion_worker, tmp_path, mix_mode, dummy_rank)
+    real = [r for r in range(WORLD) if r != dummy_rank]
+
+    # Reference: one process, the real ranks' clips concatenated; the mixing each rank
+    # drew (its rows mixed with partners of the same rank) is replayed on the whole
+    # batch with the partner indices shifted to global rows.
+    view1, view2, ids = _clip_batch()
+    keep = torch.cat([split_rows(torch.arange(len(ids)), CLIPS)[r] for r in real])
+    if mix_mode != "none":
+        mixes, offset = [], 0
+        for r in real:
+            mixed, lam, partner = results[r]["mix"]
+            mixes.append((mixed, lam, partner + offset))
+            offset += CLIPS[r]
+        replay = tuple(torch.cat(parts) for parts in zip(*mixes))
+        import uamix_fairseq.criterions.uamix_nnclr as crit_module
+        monkeypatch.setattr(crit_module, "mix_batch", lambda *a, **k: replay)
+    ref = _step(_tiny_model(), _criterion(mix_mode), _sample(view1[keep], view2[keep], ids[keep]))
+
+    # The global loss (what the trainer's gradient normalisation sees) is the sum of the
+    # ranks' losses, and DDP sums the ranks' gradients.
+    total = sum(results[r]["loss"] for r in range(WORLD))
+    assert torch.isfinite(total)
+    assert torch.allclose(total, ref["loss"], rtol=1e-5, atol=1e-4), (total, ref["loss"])
+    assert sum(results[r]["correct"] for r in real) == ref["correct"]
+    assert sum(results[r]["sample_size"] for r in real) == ref["sample_size"]
+    for name, g_ref in ref["grads"].items():
+        g = sum(results[r]["grads"][name] for r in range(WORLD))
+        assert torch.allclose(g, g_ref, rtol=1e-4, atol=1e-6), name
+    assert any(g.abs().sum() > 0 for n, g in ref["grads"].items() if "encoder.blocks.1" in n)
+    if dummy_rank is not None:
+        assert all(g.abs().sum() == 0 for g in results[dummy_rank]["grads"].values())
+    # Every rank pushed the same global rows (real ones only) in the same order: the
+    # ranks' queues are bit-identical, and equal to the one-process queue up to float
+    # rounding (the projections were computed in batches of other sizes).
+    for key, value in ref["queue"].items():
+        assert torch.equal(results[0]["queue"][key], results[1]["queue"][key]), key
+        assert torch.allclose(results[0]["queue"][key], value, atol=1e-6), key
+    assert ref["queue"]["state"][1] == 6 + len(keep)
+
+
+# ------------------------------------------------------------------ end to end
+E2E_TIMEOUT = 150  # seconds for the whole two-rank run (it takes about 30 on 2 cores)
+TRAIN_CLIPS = 11  # odd; batch size 4 -> batches of 4, 4, 3: rank 1 runs a dummy batch
+BATCH = 4
+EPOCHS = 2
+UPDATES_PER_EPOCH = 2  # 3 batches over 2 ranks
+
+# Run by the launcher instead of `fairseq-hydra-train` (UAMIX_TRAIN_CMD): the same
+# entry point, plus a dump of every rank's support queue whenever a checkpoint is due,
+# so the test can compare the ranks (fairseq itself saves on rank 0 only).
+_TRAIN_WRAPPER = '''
+import os, sys
+import torch
+from fairseq import checkpoint_utils
+from fairseq_cli import hydra_train, train
+
+_save = checkpoint_utils.save_checkpoint
+
+def save_and_dump(cfg, trainer, epoch_itr, val_loss):
+    out = _save(cfg, trainer, epoch_itr, val_loss)
+    rank = cfg.distributed_training.distributed_rank
+    queue = trainer.get_model().support_queue.state_dict()
+    torch.save({k: v.clone() for k, v in queue.items()},
+               os.path.join(os.environ["QUEUE_DUMP_DIR"],
+                            f"queue-rank{rank}-epoch{epoch_itr.epoch}.pt"))
+    return out
+
+train.checkpoint_utils.save_checkpoint = save_and_dump
+sys.exit(hydra_train.cli_main())
+'''
+
+
+def _write_corpus(root):
+    from uamix_fairseq.audiomae import EncoderConfig, write_random_audiomae
+    from uamix_fairseq.demo_data import make_demo_corpus
+    from uamix_fairseq.manifest import read_manifest
+
+    corpus = root / "corpus"
+    make_demo_corpus(str(corpus), clips_per_class=3, seconds=0.5, valid_percent=0.2)
+    # Keep an odd number of training clips (the manifest format: root dir, then one
+    # "relative path<TAB>samples" line per clip).
+    manifest = read_manifest(str(corpus / "train.tsv"))
+    assert len(manifest.paths) >= TRAIN_CLIPS
+    lines = (corpus / "train.tsv").read_text().splitlines()
+    (corpus / "train.tsv").write_text("\n".join(lines[: 1 + TRAIN_CLIPS]) + "\n")
+    ckpt = root / "tiny.pth"
+    write_random_audiomae(str(ckpt), EncoderConfig(embed_dim=32, depth=2, num_heads=1,
+                                                   num_frames=FRAMES))
+    return corpus, ckpt
+
+
+def _run_launcher(args, env, log_path, timeout):
+    """Run the launcher in its own process group; kill the group on timeout."""
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(["bash", LAUNCHER, *args], stdout=log,
+                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        try:
+            return proc.wait(timeout=timeout), False
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return proc.returncode, True
+
+
+@pytest.mark.skipif(shutil.which("fairseq-hydra-train") is None,
+                    reason="fairseq-hydra-train not installed")
+def test_two_rank_cpu_training_end_to_end(tmp_path):
+    corpus, ckpt = _write_corpus(tmp_path)
+    wrapper = tmp_path / "train_wrapper.py"
+    wrapper.write_text(_TRAIN_WRAPPER)
+    dumps = tmp_path / "queues"
+    dumps.mkdir()
+    logs = tmp_path / "logs"
+    env = dict(os.environ, UAMIX_TRAIN_CMD=f"{sys.executable} {wrapper}",
+               QUEUE_DUMP_DIR=str(dumps), UAMIX_LOG_DIR=str(logs))
+    max_update = EPOCHS * UPDATES_PER_EPOCH
+    args = [
+        str(WORLD), "--config-dir", os.path.join(REPO, "configs"), "--config-name", "demo",
+        f"task.data={corpus}", f"model.audiomae_checkpoint={ckpt}",
+        f"common.user_dir={os.path.join(REPO, 'uamix_fairseq')}",
+        f"checkpoint.save_dir={tmp_path / 'ckpt'}", f"hydra.run.dir={tmp_path / 'hydra'}",
+        "common.log_interval=1", f"task.num_frames={FRAMES}",
+        "model.proj_hidden_dim=32", "model.pred_hidden_dim=32", "model.proj_out_dim=16",
+        "model.freeze_schedule=[(0, 0), (2, 1)]", f"dataset.batch_size={BATCH}",
+        # No batch shuffling: the 3-clip batch and the dummy batch land on known updates.
+        "dataset.curriculum=1000", f"optimization.max_update={max_update}",
+        f"optimization.max_epoch={EPOCHS}", "lr_scheduler.warmup_updates=1",
+    ]
+    t0 = time.monotonic()
+    rc, timed_out = _run_launcher(args, env, tmp_path / "launcher.log", E2E_TIMEOUT)
+    elapsed = time.monotonic() - t0
+    texts = {"launcher": (tmp_path / "launcher.log").read_text()}
+    for r in range(WORLD):
+        path = logs / f"rank{r}.log"
+        texts[f"rank {r}"] = path.read_text() if path.exists() else "(no log)"
+    report = "\n".join(f"===== {k} =====\n{v[-6000:]}" for k, v in texts.items())
+    assert not timed_out, f"no exit after {E2E_TIMEOUT} s; killed all ranks\n{report}"
+    assert rc == 0, f"launcher exited {rc} after {elapsed:.0f} s\n{report}"
+
+    log0 = texts["rank 0"]
+    assert "distributed init (rank 1)" in log0 or "distributed init (rank 0)" in log0, report
+    updates = [int(n) for n in re.findall(r"num_updates=(\d+)", log0)]
+    assert updates and max(updates) == max_update, report
+    assert re.search(r"end of epoch %d \(average epoch stats below\)" % EPOCHS, log0), report
+    assert "is_dummy" not in log0 and "nan" not in log0.split("num_updates")[-1].lower()
+
+    # Rank 0's checkpoint: the queue (capped at the 11 training clips) was filled by
+    # 11 real rows per epoch, never by the dummy batch's 4 rows: after two epochs it
+    # holds each training clip exactly once and the pointer went round 22 -> 0.
+    ck = torch.load(tmp_path / "ckpt" / "checkpoint_last.pt", map_location="cpu",
+                    weights_only=False)
+    assert ck["optimizer_history"][-1]["num_updates"] == max_update
+    model = ck["model"]
+    assert model["support_queue.features"].shape[0] == TRAIN_CLIPS
+    assert model["support_queue.state"].tolist() == [0.0, float(TRAIN_CLIPS)]
+    assert sorted(model["support_queue.indices"].tolist()) == list(range(TRAIN_CLIPS))
+    norms = model["support_queue.features"].norm(dim=1)
+    assert torch.allclose(norms, torch.ones_like(norms), atol=1e-4)
+
+    # Every rank holds the same queue, at the end of each epoch.
+    for epoch in range(1, EPOCHS + 1):
+        q = [torch.load(dumps / f"queue-rank{r}-epoch{epoch}.pt") for r in range(WORLD)]
+        for key in q[0]:
+            assert torch.equal(q[0][key], q[1][key]), (epoch, key)
+    for key in ("features", "indices", "state"):
+        assert torch.equal(q[0][key], model[f"support_queue.{key}"])
+    assert elapsed < E2E_TIMEOUT

@@ -1,0 +1,134 @@
+"""The plugin through fairseq's own trainer: freezing, checkpoints, resume, averaging,
+loading, and config errors."""
+
+import os
+import shutil
+
+import pytest
+import torch
+
+import uamix_fairseq  # noqa: F401  (registers the components)
+from uamix_fairseq.audiomae import load_audiomae
+
+from fairseq_helpers import make_tiny_setup, run_train, tiny_overrides
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    corpus, ckpt = make_tiny_setup(str(root))
+    save_dir = str(root / "ckpt")
+    code, log = run_train(tiny_overrides(corpus, ckpt, save_dir), cwd=str(root))
+    assert code == 0, log[-4000:]
+    return dict(root=root, corpus=corpus, ckpt=ckpt, save_dir=save_dir, log=log)
+
+
+def _encoder_state(path):
+    state = torch.load(path, map_location="cpu", weights_only=False)["model"]
+    return {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+
+
+def test_training_logs_every_part(trained):
+    log = trained["log"]
+    for key in ("clean_loss=", "mix_loss=", "accuracy=", "lam=", "queue_fill=",
+                "trainable_blocks="):
+        assert key in log
+    assert "num_updates=6" in log
+    assert os.listdir(os.path.join(trained["save_dir"], "tb"))
+
+
+def test_frozen_weights_stay_bit_identical(trained):
+    original = torch.load(trained["ckpt"], weights_only=False)["model"]
+    stage_a = _encoder_state(os.path.join(trained["save_dir"], "checkpoint_1_3.pt"))
+    stage_b = _encoder_state(os.path.join(trained["save_dir"], "checkpoint_last.pt"))
+    # Stage A (updates 0-2): the whole encoder frozen, under weight decay 0.05.
+    for k, v in stage_a.items():
+        assert torch.equal(v, original[k]), f"{k} changed during head warm-up"
+    # Stage B (updates 3-5): top 2 of 4 blocks train; the rest must not move.
+    for k, v in stage_b.items():
+        frozen = not (k.startswith(("blocks.2.", "blocks.3.", "norm.")))
+        if frozen:
+            assert torch.equal(v, original[k]), f"frozen {k} changed"
+    for k in ("blocks.3.attn.qkv.weight", "blocks.2.mlp.fc1.weight", "norm.weight"):
+        assert not torch.equal(stage_b[k], original[k]), f"trainable {k} did not train"
+
+
+def test_checkpoint_state_is_averageable(trained):
+    """What fairseq's scripts/average_checkpoints.py needs: identical key lists and
+    float tensors only, so the element-wise mean is a loadable model state."""
+    a = torch.load(os.path.join(trained["save_dir"], "checkpoint_1_3.pt"), weights_only=False)
+    b = torch.load(os.path.join(trained["save_dir"], "checkpoint_last.pt"), weights_only=False)
+    assert list(a["model"]) == list(b["model"])
+    for k, v in a["model"].items():
+        assert v.is_floating_point(), f"{k} is {v.dtype}: checkpoint averaging breaks"
+    averaged = {k: (a["model"][k] + b["model"][k]) / 2 for k in a["model"]}
+    from fairseq import checkpoint_utils
+
+    models, _, task = checkpoint_utils.load_model_ensemble_and_task(
+        [os.path.join(trained["save_dir"], "checkpoint_last.pt")])
+    models[0].load_state_dict(averaged, strict=True)
+
+
+def test_model_rebuilds_without_audiomae_file(trained, tmp_path):
+    from fairseq import checkpoint_utils
+
+    moved = str(tmp_path / "gone.pth")
+    shutil.move(trained["ckpt"], moved)
+    try:
+        models, cfg, task = checkpoint_utils.load_model_ensemble_and_task(
+            [os.path.join(trained["save_dir"], "checkpoint_last.pt")])
+    finally:
+        shutil.move(moved, trained["ckpt"])
+    model = models[0].eval()
+    assert model.encoder.depth == 4 and model.trainable_blocks == 2
+    # load_audiomae reads the plugin's fairseq checkpoint into the same encoder.
+    encoder = load_audiomae(os.path.join(trained["save_dir"], "checkpoint_last.pt")).eval()
+    x = torch.randn(2, 1, 32, 128)
+    with torch.no_grad():
+        torch.testing.assert_close(encoder.embed(x), model.embed(x))
+
+
+def test_resume_reproduces_the_run(trained, tmp_path):
+    """6 updates + resume to 9 gives exactly what 9 straight updates give."""
+    resumed_dir = str(tmp_path / "resumed")
+    shutil.copytree(trained["save_dir"], resumed_dir)
+    corpus, ckpt = trained["corpus"], trained["ckpt"]
+    code, log = run_train(tiny_overrides(corpus, ckpt, resumed_dir, **{
+        "optimization.max_update": 9}), cwd=str(tmp_path))
+    assert code == 0, log[-3000:]
+    assert "@ 6 updates" in log  # restored from checkpoint_last
+    straight_dir = str(tmp_path / "straight")
+    code, log2 = run_train(tiny_overrides(corpus, ckpt, straight_dir, **{
+        "optimization.max_update": 9}), cwd=str(tmp_path))
+    assert code == 0, log2[-3000:]
+    a = torch.load(os.path.join(resumed_dir, "checkpoint_last.pt"), weights_only=False)
+    b = torch.load(os.path.join(straight_dir, "checkpoint_last.pt"), weights_only=False)
+    for k in a["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k], rtol=1e-5, atol=1e-6,
+                                   msg=f"{k} differs after resume")
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"model.freeze_schedule": "'[(0, 0), (3, 20)]'"},
+     "asks for 20 trainable blocks at update 3, but the encoder has 4"),
+    ({"optimizer._name": "adam"}, "needs optimizer._name=uamix_adamw"),
+    ({"criterion.temperature": 0}, "criterion.temperature must be > 0"),
+    ({"task.num_frames": 40}, "multiples of the 16x16 patch size"),
+])
+def test_config_errors_are_clear(trained, tmp_path, override, message):
+    code, log = run_train(tiny_overrides(trained["corpus"], trained["ckpt"],
+                                         str(tmp_path / "ckpt"), **override),
+                          cwd=str(tmp_path))
+    assert code != 0
+    assert message in log, log[-3000:]
+
+
+def test_wrong_architecture_checkpoint_is_refused(trained, tmp_path):
+    bad = tmp_path / "bad.pth"
+    state = torch.load(trained["ckpt"], weights_only=False)["model"]
+    state.pop("blocks.1.attn.qkv.weight")
+    torch.save({"model": state}, bad)
+    code, log = run_train(tiny_overrides(trained["corpus"], str(bad), str(tmp_path / "c")),
+                          cwd=str(tmp_path))
+    assert code != 0
+    assert "missing (1): blocks.1.attn.qkv.weight" in log
