@@ -31,6 +31,7 @@ setup(
         "console_scripts": [
             "uamix-manifest=uamix_fairseq.manifest:main",
             "uamix-demo-data=uamix_fairseq.demo_data:main",
+            "uamix-export=uamix_fairseq.export:main",
         ],
     },
 )

@@ -272,6 +272,17 @@ def test_batched_equals_per_clip():
         torch.testing.assert_close(out[i], compute_fbank(clip), rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("block_bytes", [512 * 4 * 7, 512 * 4 * 2, 1 << 40])
+def test_cpu_blocking_does_not_change_results(monkeypatch, block_bytes):
+    import uamix_fairseq.features as features
+
+    clips = torch.stack([speech_like(16000, 0.3), music_like(16000, 0.3), white_noise(16000, 0.3)])
+    expected = compute_fbank(clips)
+    monkeypatch.setattr(features, "_CPU_BLOCK_BYTES", block_bytes)  # 7 frames, 2 frames, all
+    torch.testing.assert_close(compute_fbank(clips), expected, rtol=0, atol=1e-5)
+    torch.testing.assert_close(compute_fbank(clips[1]), expected[1], rtol=0, atol=1e-5)
+
+
 def test_ten_second_clip_gives_998_frames():
     x = 0.1 * torch.randn(160000, generator=torch.Generator().manual_seed(0))
     fb = compute_fbank(x)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 from fairseq.dataclass import FairseqDataclass
+from fairseq.models import BaseFairseqModel
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II, MISSING
 
@@ -84,8 +85,11 @@ def _check_positive(cfg, names, prefix="task"):
 
 
 def find_uamix_model(model):
-    """The plugin model inside fairseq's DDP wrappers (they proxy attributes anyway)."""
-    return getattr(model, "module", model)
+    """The plugin model inside fairseq's DDP wrappers: in distributed training it is
+    ModuleProxyWrapper -> (Legacy)DistributedDataParallel -> model, two ``.module``s."""
+    while not isinstance(model, BaseFairseqModel) and hasattr(model, "module"):
+        model = model.module
+    return model
 
 
 @register_task("uamix_contrastive", dataclass=UamixContrastiveConfig)

@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# Data-parallel training on the CPUs of one machine: one fairseq-hydra-train process per
+# rank, talking over gloo on 127.0.0.1.
+#
+# Usage:
+#   scripts/train_cpu_multiproc.sh NPROC [fairseq-hydra-train args...]
+#
+# Example:
+#   scripts/train_cpu_multiproc.sh 2 --config-dir configs --config-name demo \
+#       task.data=/data/corpus model.audiomae_checkpoint=/data/tiny.pth \
+#       common.user_dir=$PWD/uamix_fairseq checkpoint.save_dir=/data/ckpt
+#
+# Every rank gets these defaults, unless you set the key yourself:
+#   common.cpu=true distributed_training.distributed_backend=gloo
+#   distributed_training.ddp_backend=legacy_ddp distributed_training.device_id=0
+# and these (managed here; passing them yourself is an error):
+#   distributed_training.distributed_init_method=tcp://127.0.0.1:PORT
+#   distributed_training.distributed_no_spawn=true
+#   distributed_training.distributed_rank=R distributed_training.distributed_world_size=NPROC
+# torchrun and fairseq's own spawning assume CUDA devices; this is the CPU route.
+# dataset.batch_size is per rank: the contrastive loss sees NPROC x batch_size clips
+# per update (negatives are gathered across ranks).
+#
+# Environment:
+#   MASTER_PORT       rendezvous port (default: a free port picked now)
+#   OMP_NUM_THREADS   torch threads per rank (default: CPU cores / NPROC, at least 1)
+#   UAMIX_TRAIN_CMD   command run per rank (default: fairseq-hydra-train); split on
+#                     spaces, e.g. "python -m fairseq_cli.hydra_train"
+#   UAMIX_LOG_DIR     if set, rank R writes to UAMIX_LOG_DIR/rankR.log (rank 0 is also
+#                     shown); otherwise all ranks print here, ranks > 0 prefixed.
+#
+# Ctrl-C or SIGTERM stops every rank. If one rank fails, the others are stopped (they
+# would wait for it in a collective until the timeout). The exit status is 0 only if
+# every rank exits 0; otherwise the first failing rank's status (130/143 on a signal).
+
+set -u
+
+usage() {
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2
+    exit 2
+}
+
+[ $# -ge 1 ] || usage
+NPROC=$1
+shift
+case "$NPROC" in
+    '' | *[!0-9]* | 0*) echo "train_cpu_multiproc.sh: NPROC must be a positive integer, got '$NPROC'" >&2; usage ;;
+esac
+
+for arg in "$@"; do
+    if [[ "$arg" =~ ^\+{0,2}distributed_training\.(distributed_rank|distributed_world_size|distributed_init_method|distributed_no_spawn|distributed_port)= ]]; then
+        echo "train_cpu_multiproc.sh: '$arg' is set by this script for every rank; drop it (use NPROC, MASTER_PORT)" >&2
+        exit 2
+    fi
+done
+
+read -r -a TRAIN_CMD <<< "${UAMIX_TRAIN_CMD:-fairseq-hydra-train}"
+if ! command -v "${TRAIN_CMD[0]}" > /dev/null; then
+    echo "train_cpu_multiproc.sh: '${TRAIN_CMD[0]}' not found (install fairseq-fixed, or set UAMIX_TRAIN_CMD)" >&2
+    exit 127
+fi
+
+# Defaults go after your arguments (Hydra's parser wants the overrides after options
+# like --config-name), skipped for any key you set yourself.
+DEFAULTS=()
+for default in common.cpu=true \
+               distributed_training.distributed_backend=gloo \
+               distributed_training.ddp_backend=legacy_ddp \
+               distributed_training.device_id=0; do
+    key=${default%%=*}
+    given=0
+    for arg in "$@"; do
+        [[ "$arg" =~ ^\+{0,2}"$key"= ]] && given=1
+    done
+    [ "$given" -eq 1 ] || DEFAULTS+=("$default")
+done
+
+if [ "$NPROC" -eq 1 ]; then
+    exec "${TRAIN_CMD[@]}" "$@" "${DEFAULTS[@]}"
+fi
+
+if [ -z "${OMP_NUM_THREADS:-}" ]; then
+    cores=$(getconf _NPROCESSORS_ONLN 2> /dev/null || echo 1)
+    threads=$((cores / NPROC))
+    [ "$threads" -ge 1 ] || threads=1
+    export OMP_NUM_THREADS=$threads
+fi
+
+PORT=${MASTER_PORT:-$(python3 -c 'import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])')}
+[ -n "$PORT" ] || { echo "train_cpu_multiproc.sh: could not pick a free port; set MASTER_PORT" >&2; exit 1; }
+
+if [ -n "${UAMIX_LOG_DIR:-}" ]; then
+    mkdir -p "$UAMIX_LOG_DIR" || exit 1
+fi
+
+echo "train_cpu_multiproc.sh: $NPROC ranks, tcp://127.0.0.1:$PORT, OMP_NUM_THREADS=$OMP_NUM_THREADS" >&2
+
+PIDS=()
+for ((rank = 0; rank < NPROC; rank++)); do
+    args=("$@" "${DEFAULTS[@]}"
+          "distributed_training.distributed_init_method=tcp://127.0.0.1:$PORT"
+          distributed_training.distributed_no_spawn=true
+          "distributed_training.distributed_rank=$rank"
+          "distributed_training.distributed_world_size=$NPROC")
+    if [ -n "${UAMIX_LOG_DIR:-}" ]; then
+        log="$UAMIX_LOG_DIR/rank$rank.log"
+        if [ "$rank" -eq 0 ]; then
+            "${TRAIN_CMD[@]}" "${args[@]}" > >(tee "$log") 2>&1 < /dev/null &
+        else
+            "${TRAIN_CMD[@]}" "${args[@]}" > "$log" 2>&1 < /dev/null &
+        fi
+    elif [ "$rank" -eq 0 ]; then
+        "${TRAIN_CMD[@]}" "${args[@]}" < /dev/null &
+    else
+        "${TRAIN_CMD[@]}" "${args[@]}" \
+            > >(sed -u "s/^/[rank $rank] /") 2>&1 < /dev/null &
+    fi
+    PIDS+=($!)
+done
+
+alive() { kill -0 "$1" 2> /dev/null; }
+
+any_alive() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        alive "$pid" && return 0
+    done
+    return 1
+}
+
+signal_ranks() {  # signal_ranks SIG: send SIG to every rank still running
+    local pid
+    for pid in "${PIDS[@]}"; do
+        alive "$pid" && kill -s "$1" "$pid" 2> /dev/null
+    done
+}
+
+stop_ranks() {  # SIGTERM, then SIGKILL whatever is left after 10 s
+    local i
+    signal_ranks TERM
+    for ((i = 0; i < 100; i++)); do
+        any_alive || break
+        sleep 0.1
+    done
+    signal_ranks KILL
+    wait 2> /dev/null
+}
+
+on_signal() {
+    trap '' INT TERM
+    echo "train_cpu_multiproc.sh: got SIG$1, stopping all ranks" >&2
+    stop_ranks
+    [ "$1" = INT ] && exit 130
+    exit 143
+}
+trap 'on_signal INT' INT
+trap 'on_signal TERM' TERM
+
+# Poll instead of `wait -n` (bash >= 4.3 only); traps run between the short sleeps.
+STATUS=0
+RUNNING=("${!PIDS[@]}")
+while [ ${#RUNNING[@]} -gt 0 ]; do
+    still=()
+    for rank in "${RUNNING[@]}"; do
+        pid=${PIDS[$rank]}
+        if alive "$pid"; then
+            still+=("$rank")
+            continue
+        fi
+        wait "$pid"
+        rc=$?
+        if [ "$rc" -ne 0 ] && [ "$STATUS" -eq 0 ]; then
+            STATUS=$rc
+            echo "train_cpu_multiproc.sh: rank $rank exited with status $rc, stopping the other ranks" >&2
+            stop_ranks
+            still=()
+            break
+        fi
+    done
+    RUNNING=("${still[@]+"${still[@]}"}")
+    [ ${#RUNNING[@]} -gt 0 ] && sleep 0.2
+done
+wait 2> /dev/null  # output filters
+exit "$STATUS"
