@@ -29,6 +29,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from fairseq_helpers import make_tiny_setup, tiny_overrides
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCHER = os.path.join(REPO, "scripts", "train_cpu_multiproc.sh")
@@ -327,7 +328,7 @@ def test_criterion_two_ranks_match_one_process(rank_results, monkeypatch, mix_mo
 
 
 # ------------------------------------------------------------------ end to end
-E2E_TIMEOUT = 150  # seconds for the whole two-rank run (it takes about 30 on 2 cores)
+E2E_TIMEOUT = 150  # seconds for the whole two-rank run (it takes about 20 on 2 cores)
 TRAIN_CLIPS = 11  # odd; batch size 4 -> batches of 4, 4, 3: rank 1 runs a dummy batch
 BATCH = 4
 EPOCHS = 2
@@ -359,21 +360,15 @@ sys.exit(hydra_train.cli_main())
 
 
 def _write_corpus(root):
-    from uamix_fairseq.audiomae import EncoderConfig, write_random_audiomae
-    from uamix_fairseq.demo_data import make_demo_corpus
-    from uamix_fairseq.manifest import read_manifest
-
-    corpus = root / "corpus"
-    make_demo_corpus(str(corpus), clips_per_class=3, seconds=0.5, valid_percent=0.2)
-    # Keep an odd number of training clips (the manifest format: root dir, then one
+    corpus, ckpt = make_tiny_setup(str(root))
+    # Keep an odd number of training clips (the manifest: the root folder, then one
     # "relative path<TAB>samples" line per clip).
-    manifest = read_manifest(str(corpus / "train.tsv"))
-    assert len(manifest.paths) >= TRAIN_CLIPS
-    lines = (corpus / "train.tsv").read_text().splitlines()
-    (corpus / "train.tsv").write_text("\n".join(lines[: 1 + TRAIN_CLIPS]) + "\n")
-    ckpt = root / "tiny.pth"
-    write_random_audiomae(str(ckpt), EncoderConfig(embed_dim=32, depth=2, num_heads=1,
-                                                   num_frames=FRAMES))
+    train = os.path.join(corpus, "train.tsv")
+    with open(train) as f:
+        lines = f.read().splitlines()
+    assert len(lines) > TRAIN_CLIPS
+    with open(train, "w") as f:
+        f.write("\n".join(lines[: 1 + TRAIN_CLIPS]) + "\n")
     return corpus, ckpt
 
 
@@ -402,18 +397,22 @@ def test_two_rank_cpu_training_end_to_end(tmp_path):
     env = dict(os.environ, UAMIX_TRAIN_CMD=f"{sys.executable} {wrapper}",
                QUEUE_DUMP_DIR=str(dumps), UAMIX_LOG_DIR=str(logs))
     max_update = EPOCHS * UPDATES_PER_EPOCH
-    args = [
-        str(WORLD), "--config-dir", os.path.join(REPO, "configs"), "--config-name", "demo",
-        f"task.data={corpus}", f"model.audiomae_checkpoint={ckpt}",
-        f"common.user_dir={os.path.join(REPO, 'uamix_fairseq')}",
-        f"checkpoint.save_dir={tmp_path / 'ckpt'}", f"hydra.run.dir={tmp_path / 'hydra'}",
-        "common.log_interval=1", f"task.num_frames={FRAMES}",
-        "model.proj_hidden_dim=32", "model.pred_hidden_dim=32", "model.proj_out_dim=16",
-        "model.freeze_schedule='[(0, 0), (2, 1)]'", f"dataset.batch_size={BATCH}",
+    overrides = tiny_overrides(corpus, ckpt, str(tmp_path / "ckpt"), **{
+        "hydra.run.dir": str(tmp_path / "hydra"),
+        "dataset.batch_size": BATCH,
         # No batch shuffling: the 3-clip batch and the dummy batch land on known updates.
-        "dataset.curriculum=1000", f"optimization.max_update={max_update}",
-        f"optimization.max_epoch={EPOCHS}", "lr_scheduler.warmup_updates=1",
-    ]
+        "dataset.curriculum": 1000,
+        "optimization.max_update": max_update,
+        "optimization.max_epoch": EPOCHS,
+        # Validate and save at every epoch end, not by updates (whatever demo.yaml says).
+        "checkpoint.save_interval": 1,
+        "checkpoint.save_interval_updates": 0,
+        "dataset.validate_interval": 1,
+        "dataset.validate_interval_updates": 0,
+        "model.queue_size": 64,  # capped at the 11 training clips
+    })
+    args = [str(WORLD), "--config-dir", os.path.join(REPO, "configs"),
+            "--config-name", "demo", *overrides]
     t0 = time.monotonic()
     rc, timed_out = _run_launcher(args, env, tmp_path / "launcher.log", E2E_TIMEOUT)
     elapsed = time.monotonic() - t0

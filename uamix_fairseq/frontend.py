@@ -41,7 +41,7 @@ def batch_fbank(waveform: torch.Tensor, lengths: torch.Tensor, cfg: FrontendConf
     """
     if waveform.ndim != 2:
         raise ValueError(f"expected a waveform batch [B, N], got {tuple(waveform.shape)}")
-    fbank = compute_fbank(waveform, sample_rate=cfg.sample_rate,
+    fbank = compute_fbank(waveform.float(), sample_rate=cfg.sample_rate,
                           num_mel_bins=cfg.num_mel_bins, subtract_mean=False)
     valid = torch.tensor(
         [frames_for_samples(int(n), cfg.sample_rate) for n in lengths.tolist()],

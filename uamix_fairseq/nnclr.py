@@ -86,6 +86,14 @@ class SupportQueue(nn.Module):
         # [pointer, filled], floats for the reason above.
         self.register_buffer("state", torch.zeros(2, dtype=torch.float64))
 
+    def _apply(self, fn, *args, **kwargs):
+        # Follow device moves but never dtype casts: fairseq's model.half()/bfloat16()
+        # would otherwise round the dataset indices (float64) and the stored features.
+        for name, buf in self._buffers.items():
+            moved = fn(buf)
+            self._buffers[name] = buf.to(moved.device) if moved.dtype != buf.dtype else moved
+        return self
+
     @property
     def size(self) -> int:
         return self.features.shape[0]

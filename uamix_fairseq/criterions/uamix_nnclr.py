@@ -87,7 +87,8 @@ class UamixNNCLRCriterion(FairseqCriterion):
         if use_mix:
             mixed, lam, partner = mix_batch(view1, self.cfg.mix_mode, self.cfg.mix_alpha,
                                             self.cfg.mix_partner, self.cfg.mix_snap, gen)
-        out = model(view1=view1, view2=view2, mixed=mixed)
+        # Losses in float32 whatever precision the model runs in.
+        out = {k: v.float() for k, v in model(view1=view1, view2=view2, mixed=mixed).items()}
         queue = model.support_queue
         ids = sample["id"].to(view1.device)
         real = torch.full((b,), not sample.get("is_dummy", False), device=view1.device)

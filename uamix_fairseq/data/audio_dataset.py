@@ -85,7 +85,10 @@ class AudioClipDataset(FairseqDataset):
         if not samples:
             return {}
         lengths = torch.tensor([s["source"].shape[0] for s in samples], dtype=torch.long)
-        waveform = torch.zeros(len(samples), int(lengths.max()))
+        # float64: fairseq's fp16/bf16 mode converts every float32 tensor of a sample
+        # to half precision before the task sees it, which would quantise the audio;
+        # features are computed in float32 from this exact copy.
+        waveform = torch.zeros(len(samples), int(lengths.max()), dtype=torch.float64)
         for row, s in enumerate(samples):
             waveform[row, : s["source"].shape[0]] = s["source"]
         return {

@@ -173,7 +173,9 @@ class UamixAudioMAEModel(BaseFairseqModel):
 
     def forward(self, view1, view2, mixed=None):
         parts = [view1, view2] + ([mixed] if mixed is not None else [])
-        tokens = self.encoder(torch.cat(parts), trainable_blocks=self.trainable_blocks)
+        # Features are float32; the encoder may be in bf16/fp16.
+        x = torch.cat(parts).to(self.encoder.cls_token.dtype)
+        tokens = self.encoder(x, trainable_blocks=self.trainable_blocks)
         pooled = self.encoder.pool(tokens, self.cfg.pooling).split(view1.shape[0])
         out = {}
         for name, y in zip(("1", "2", "m"), pooled):
