@@ -1,0 +1,95 @@
+"""The batch front end and the manifest dataset: one data path for every task."""
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from uamix_fairseq.audio import AudioError
+from uamix_fairseq.data.audio_dataset import AudioClipDataset
+from uamix_fairseq.features import compute_fbank, pad_or_crop
+from uamix_fairseq.frontend import FrontendConfig, batch_fbank, model_input
+from uamix_fairseq.manifest import write_manifest
+
+
+def _clip(n, seed):
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / 16000
+    return (0.3 * np.sin(2 * np.pi * (200 + 50 * seed) * t) + 0.05 * rng.standard_normal(n)).astype(np.float32)
+
+
+def test_batch_fbank_equals_per_clip_features():
+    cfg = FrontendConfig(num_frames=48)
+    clips = [torch.from_numpy(_clip(n, i)) for i, n in enumerate((8000, 3000, 400))]
+    clips = [c - c.mean() for c in clips]
+    batch = torch.zeros(3, 8000, dtype=torch.float64)
+    for i, c in enumerate(clips):
+        batch[i, : len(c)] = c
+    fbank, valid = batch_fbank(batch, torch.tensor([len(c) for c in clips]), cfg)
+    assert fbank.shape == (3, 48, 128) and fbank.dtype == torch.float32
+    assert valid.tolist() == [48, 17, 1]
+    for i, c in enumerate(clips):
+        alone = pad_or_crop(compute_fbank(c, subtract_mean=False), 48)
+        torch.testing.assert_close(fbank[i], alone, atol=1e-4, rtol=0)
+    x = model_input(fbank, cfg)
+    torch.testing.assert_close(x[:, 0], (fbank - cfg.norm_mean) / (2 * cfg.norm_std))
+    assert cfg.max_samples == 47 * 160 + 400
+
+
+def _dataset(tmp_path, lengths, rates=None, **kw):
+    root = tmp_path / "audio"
+    root.mkdir()
+    entries = []
+    for i, n in enumerate(lengths):
+        name = f"c{i}.wav"
+        sf.write(root / name, _clip(n, i), (rates or {}).get(i, 16000))
+        entries.append((name, n))
+    write_manifest(tmp_path / "train.tsv", str(root), entries)
+    return AudioClipDataset(str(tmp_path / "train.tsv"), **kw)
+
+
+def test_random_crops_are_seeded_by_epoch(tmp_path):
+    ds = _dataset(tmp_path, [6000, 1000], max_samples=2000, seed=3)
+    a = ds[0]["source"]
+    assert a.shape == (2000,) and abs(float(a.mean())) < 1e-6
+    assert torch.equal(ds[0]["source"], a)  # same epoch, same crop
+    ds.set_epoch(2)
+    assert not torch.equal(ds[0]["source"], a)
+    assert ds[1]["source"].shape == (1000,)  # short clips are not padded here
+    ordered = ds.ordered_indices()
+    assert sorted(ordered.tolist()) == [0, 1]
+
+
+def test_eval_crop_starts_at_zero(tmp_path):
+    ds = _dataset(tmp_path, [6000], max_samples=2000, random_crop=False)
+    full = torch.from_numpy(sf.read(tmp_path / "audio" / "c0.wav", dtype="float32")[0])
+    torch.testing.assert_close(ds[0]["source"], full[:2000] - full[:2000].mean())
+
+
+def test_collater_pads_and_keeps_float64(tmp_path):
+    ds = _dataset(tmp_path, [3000, 1000], max_samples=4000)
+    batch = ds.collater([ds[0], ds[1]])
+    wav = batch["net_input"]["waveform"]
+    assert wav.dtype == torch.float64 and wav.shape == (2, 3000)
+    assert batch["net_input"]["lengths"].tolist() == [3000, 1000]
+    assert torch.all(wav[1, 1000:] == 0)
+    assert batch["id"].tolist() == [0, 1]
+
+
+def test_single_clip_last_batch_is_merged(tmp_path):
+    ds = _dataset(tmp_path, [1000] * 5, max_samples=2000)
+    batches = ds.batch_by_size(np.arange(5), max_sentences=2)
+    assert [len(b) for b in batches] == [2, 3]
+
+
+def test_bad_clip_error_names_manifest_or_is_skipped(tmp_path):
+    ds = _dataset(tmp_path, [3000, 3000], rates={1: 8000}, max_samples=4000)
+    with pytest.raises(AudioError) as e:
+        ds[1]
+    assert "c1.wav" in str(e.value) and "train.tsv" in str(e.value)
+    assert "skip_bad_audio" in str(e.value)
+    skipping = AudioClipDataset(str(tmp_path / "train.tsv"), max_samples=4000,
+                                skip_bad_audio=True)
+    batch = skipping.collater([skipping[0], skipping[1]])
+    assert batch["id"].tolist() == [0] and skipping.skipped == 1
+    assert skipping.collater([skipping[1]]) == {}
