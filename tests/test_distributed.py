@@ -21,7 +21,6 @@ import socket
 import subprocess
 import sys
 import time
-import traceback
 from datetime import timedelta
 
 import pytest
@@ -456,7 +455,6 @@ def test_two_rank_cpu_training_end_to_end(tmp_path):
             assert torch.equal(q[0][key], q[1][key]), (epoch, key)
     for key in ("features", "indices", "state"):
         assert torch.equal(q[0][key], model[f"support_queue.{key}"])
-    assert elapsed < E2E_TIMEOUT
 
 
 # ------------------------------------------------------------------ the launcher alone
