@@ -13,6 +13,7 @@
 # Every rank gets these defaults, unless you set the key yourself:
 #   common.cpu=true distributed_training.distributed_backend=gloo
 #   distributed_training.ddp_backend=legacy_ddp distributed_training.device_id=0
+# (ddp_backend c10d/pytorch_ddp is refused: on CPU fairseq's c10d path fails.)
 # and these (managed here; passing them yourself is an error):
 #   distributed_training.distributed_init_method=tcp://127.0.0.1:PORT
 #   distributed_training.distributed_no_spawn=true
@@ -50,6 +51,13 @@ esac
 for arg in "$@"; do
     if [[ "$arg" =~ ^\+{0,2}distributed_training\.(distributed_rank|distributed_world_size|distributed_init_method|distributed_no_spawn|distributed_port)= ]]; then
         echo "train_cpu_multiproc.sh: '$arg' is set by this script for every rank; drop it (use NPROC, MASTER_PORT)" >&2
+        exit 2
+    fi
+done
+
+for arg in "$@"; do
+    if [[ "$arg" =~ ^\+{0,2}distributed_training\.ddp_backend=(c10d|pytorch_ddp)$ ]]; then
+        echo "train_cpu_multiproc.sh: '$arg' does not work on CPU (fairseq hands device_ids to torch's DDP, which refuses them for CPU modules); keep legacy_ddp" >&2
         exit 2
     fi
 done

@@ -496,7 +496,7 @@ def _gone(pid):
 def test_launcher_passes_rank_overrides(tmp_path):
     env = _fake_env(tmp_path)
     out = subprocess.run(["bash", LAUNCHER, "3", "--config-name", "demo", "a.b=1",
-                          "distributed_training.ddp_backend=c10d"],
+                          "distributed_training.distributed_backend=mpi"],
                          env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     ports = set()
@@ -504,9 +504,9 @@ def test_launcher_passes_rank_overrides(tmp_path):
         args = (tmp_path / f"rank{rank}.args").read_text().splitlines()
         # Options stay in front (Hydra's parser), the user's keys win over defaults.
         assert args[:3] == ["--config-name", "demo", "a.b=1"]
-        assert "distributed_training.ddp_backend=c10d" in args
-        assert "distributed_training.ddp_backend=legacy_ddp" not in args
-        for expected in ("common.cpu=true", "distributed_training.distributed_backend=gloo",
+        assert "distributed_training.distributed_backend=mpi" in args
+        assert "distributed_training.distributed_backend=gloo" not in args
+        for expected in ("common.cpu=true", "distributed_training.ddp_backend=legacy_ddp",
                          "distributed_training.distributed_no_spawn=true",
                          f"distributed_training.distributed_rank={rank}",
                          "distributed_training.distributed_world_size=3"):
@@ -519,6 +519,9 @@ def test_launcher_passes_rank_overrides(tmp_path):
     refused = subprocess.run(["bash", LAUNCHER, "2", "distributed_training.distributed_rank=1"],
                              env=env, capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2 and "set by this script" in refused.stderr
+    c10d = subprocess.run(["bash", LAUNCHER, "2", "distributed_training.ddp_backend=c10d"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert c10d.returncode == 2 and "legacy_ddp" in c10d.stderr
     bad = subprocess.run(["bash", LAUNCHER, "two"], env=env, capture_output=True, text=True,
                          timeout=60)
     assert bad.returncode == 2 and "NPROC" in bad.stderr
