@@ -97,10 +97,15 @@ class UamixNNCLRCriterion(FairseqCriterion):
         nn1 = queue.nearest(z1, ids, self.cfg.nn_topk, gen)
         nn2 = queue.nearest(z2, ids, self.cfg.nn_topk, gen)
 
-        # Global batch: predictions carry gradients back to their rank; the rest not.
-        p1_all, offset = gather_rows(out["p1"], with_grad=True)
-        p2_all, _ = gather_rows(out["p2"], with_grad=True)
-        real_all, _ = gather_rows(real, with_grad=False)
+        # Training: negatives from the global batch; predictions carry gradients back
+        # to their rank, the rest not. Validation: local negatives only, because
+        # fairseq does not tell valid_step which batches are dummies.
+        def global_rows(x, with_grad):
+            return gather_rows(x, with_grad) if model.training else (x, 0)
+
+        p1_all, offset = global_rows(out["p1"], True)
+        p2_all, _ = global_rows(out["p2"], True)
+        real_all, _ = global_rows(real, False)
         targets = torch.arange(b, device=view1.device) + offset
 
         loss12, logits12 = nnclr_loss(nn1, p2_all, targets, self.cfg.temperature, real_all)
@@ -109,7 +114,7 @@ class UamixNNCLRCriterion(FairseqCriterion):
         loss = clean
         mix_loss = torch.zeros((), device=view1.device)
         if use_mix:
-            nn2_all, _ = gather_rows(nn2, with_grad=False)
+            nn2_all, _ = global_rows(nn2, False)
             mix_loss, _ = soft_target_loss(out["pm"], nn2_all, lam, targets,
                                            partner.to(view1.device) + offset,
                                            self.cfg.temperature, real_all)
