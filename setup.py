@@ -22,6 +22,10 @@ setup(
         "numpy>=1.21",
         "tensorboardX>=2.6",
         "sentencepiece>=0.1.99",
+        # Evaluation: progress bars, logistic regression / t-SNE / AP reference, plots.
+        "tqdm>=4.60",
+        "scikit-learn>=1.2",
+        "matplotlib>=3.5",
     ],
     extras_require={
         # kaldi-native-fbank is only a reference implementation for the tests.
@@ -32,6 +36,9 @@ setup(
             "uamix-manifest=uamix_fairseq.manifest:main",
             "uamix-demo-data=uamix_fairseq.demo_data:main",
             "uamix-export=uamix_fairseq.export:main",
+            "uamix-prepare=uamix_fairseq.prepare.cli:main",
+            "uamix-embed=uamix_fairseq.export_embeddings:main",
+            "uamix-plot-tsne=uamix_fairseq.tsne:main",
         ],
     },
 )
