@@ -99,10 +99,12 @@ class AudioClipDataset(FairseqDataset):
 
     def batch_by_size(self, indices, max_tokens=None, max_sentences=None,
                       required_batch_size_multiple=1):
-        """fairseq's batching, except that a last batch of a single clip is merged into
-        the one before: batch norm and contrastive losses need at least two clips."""
-        batches = list(super().batch_by_size(indices, max_tokens, max_sentences,
-                                             required_batch_size_multiple))
+        """fairseq's batching, except that (1) a last batch of a single clip is merged
+        into the one before: batch norm and contrastive losses need at least two clips;
+        (2) batch sizes are not rounded to ``required_batch_size_multiple``: fairseq
+        silently drops the clips left over by that rounding (fairseq-validate asks for
+        multiples of 8 by default), and every clip should count."""
+        batches = list(super().batch_by_size(indices, max_tokens, max_sentences, 1))
         if len(batches) > 1 and len(batches[-1]) < 2:
             batches[-2] = np.concatenate([batches[-2], batches[-1]])
             batches.pop()
