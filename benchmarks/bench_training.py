@@ -1,7 +1,8 @@
 """Training-step cost of uaMix tuning of a ViT-B AudioMAE on CPU.
 
     python benchmarks/bench_training.py [--batch-size 8] [--num-frames 128] [--steps 5]
-                                        [--warmup 1] [--quick] [--out benchmarks/results.json]
+                                        [--warmup 1] [--threads 1] [--quick]
+                                        [--out benchmarks/results.json]
 
 What it measures, on one synthetic batch of waveforms already in memory (so data loading
 is excluded everywhere), with a ViT-B-shaped encoder (768 wide, 12 blocks, 12 heads) and
@@ -24,7 +25,10 @@ support queue filled with random unit vectors:
 
 Timing: every timed pipeline runs one step in turn, round after round (the order rotates
 each round), so a change of machine load during the run hits all of them alike; the
-first ``--warmup`` rounds are not timed; the median over ``--steps`` rounds is reported.
+first ``--warmup`` rounds are not timed; the median over ``--steps`` rounds is reported,
+with the min-max range. One torch thread by default (``--threads``, 0 = torch's
+default): on a 2-core machine shared with other work, two OpenMP threads stall whenever
+another process takes one core, and step times then swing several-fold.
 """
 
 import argparse
@@ -66,6 +70,10 @@ LAYER_DECAY = 0.65
 TEMPERATURE = 0.15
 PARTIAL_BLOCKS = 6
 MB = 1024 * 1024
+# Wall-clock time, and this process's CPU time (all its threads): with one thread the
+# latter only counts the time the step actually ran, so other processes sharing the
+# cores inflate it far less than wall-clock time.
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 PIPELINE_NAMES = {
     "bare_top6": "bare PyTorch loop, top 6 of 12 blocks trainable",
@@ -244,7 +252,10 @@ class LossRecorder:
 
     def __init__(self, criterion):
         self.losses = []
-        criterion.register_forward_hook(lambda _m, _inp, out: self.losses.append(float(out[0].detach())))
+        criterion.register_forward_hook(self._record)
+
+    def _record(self, _module, _inputs, output):
+        self.losses.append(float(output[0].detach()))
 
 
 class FairseqTaskLoop:
@@ -452,17 +463,31 @@ def verdict(ratio, target) -> str:
     return f"{'meets' if ratio <= target else 'MISSES'} target <= {target:.2f}"
 
 
+def spread(times) -> str:
+    return f"{min(times):.2f}-{max(times):.2f}"
+
+
 def print_report(res):
     m, c = res["machine"], res["config"]
     print("\n## Machine")
     print(f"- platform: {m['platform']}, Python {m['python']}")
     print(f"- CPU: {m['cpu_model']}, {m['logical_cpus']} logical CPUs "
           f"({m['cpus_available']} available), {m['memory_gb']} GB RAM")
-    print(f"- torch {m['torch']} ({m['torch_threads']} threads), fairseq {m['fairseq']}")
+    print(f"- torch {m['torch']}, fairseq {m['fairseq']}; {m['torch_threads']} torch "
+          f"thread(s) used for all measurements (torch's default here: "
+          f"{m['torch_default_threads']})")
     print(f"- load average at start {tuple(round(x, 2) for x in m['load_average_at_start'])}"
           f", at end {tuple(round(x, 2) for x in m['load_average_at_end'])} "
           "(other processes on this machine slow every pipeline; ratios are taken from "
           "interleaved rounds so that they are affected alike)")
+    if max(m["load_average_at_start"][0], m["load_average_at_end"][0]) > m["cpus_available"]:
+        print("- WARNING: the machine was busy with other work during this run (load "
+              "above the number of CPUs): wall-clock times are inflated and noisy; "
+              + ("with one thread the CPU-time columns are barely affected (a step only "
+                 "accrues CPU time while it runs): trust those ratios over wall-clock ones"
+                 if m["torch_threads"] == 1 else
+                 "with several threads CPU time is inflated too (threads spin while "
+                 "waiting for each other); rerun with --threads 1 or on an idle machine"))
     print("\n## Setup")
     print(f"- encoder ViT-B: embed_dim 768, depth 12, heads 12, patch 16; input "
           f"{c['num_frames']} frames x 128 mel bins = {c['tokens']} tokens per clip; "
@@ -477,9 +502,11 @@ def print_report(res):
 
     p1 = res["partial_vs_full"]
     print("\n## Results\n")
-    print("| configuration | trainable params | median step (s) | peak RSS (MB) "
+    print("Step times are medians over the timed rounds, wall-clock and this process's "
+          "CPU time (min-max of the wall-clock times in brackets).\n")
+    print("| configuration | trainable params | step, wall (s) | step, CPU (s) | peak RSS (MB) "
           "| RSS growth in training (MB) | saved activations (MB) | grads + AdamW state (MB) |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     mem_keys = ("peak_rss_bytes", "peak_rss_growth_bytes", "saved_activation_bytes",
                 "grad_and_adamw_state_bytes")
     for key, label in (("top6", "top 6 of 12 blocks trainable"),
@@ -493,46 +520,60 @@ def print_report(res):
             if not mem["peak_valid"]:
                 cells[:2] = ["hidden (no RSS reset)"] * 2
         print(f"| {label} | {r['trainable_parameters'] / 1e6:.1f} M | "
-              f"{r['median_s']:.2f} | " + " | ".join(cells) + " |")
+              f"{r['median_s']['wall']:.2f} ({spread(r['step_times_s']['wall'])}) | "
+              f"{r['median_s']['cpu']:.2f} | " + " | ".join(cells) + " |")
     ratio = p1["time_ratio"]
     if "memory" in p1["top6"] and "memory" in p1["all12"]:
         m6, m12 = p1["top6"]["memory"], p1["all12"]["memory"]
         mem_ratios = [f"{m6[k] / m12[k]:.2f}" for k in mem_keys]
     else:
         mem_ratios = [""] * 4
-    print(f"| **ratio top 6 / all 12** | {p1['top6']['trainable_parameters'] / p1['all12']['trainable_parameters']:.2f} "
-          f"| **{ratio:.2f}** ({verdict(ratio, 0.75)}) | " + " | ".join(mem_ratios) + " |")
-    print(f"\nStep time ratio top 6 / all 12: {ratio:.3f} ({verdict(ratio, 0.75)}).")
+    param_ratio = p1["top6"]["trainable_parameters"] / p1["all12"]["trainable_parameters"]
+    print(f"| **ratio top 6 / all 12** (target <= 0.75) | {param_ratio:.2f} | "
+          f"**{ratio['wall']:.2f}** | **{ratio['cpu']:.2f}** | " + " | ".join(mem_ratios) + " |")
 
     p2 = res["fairseq_vs_bare"]
-    print("\n| pipeline (top 6 of 12 trainable, same batch) | median step (s) "
-          "| ratio to bare loop |")
-    print("| --- | ---: | ---: |")
+    print("\n| pipeline (top 6 of 12 trainable, same batch) | step, wall (s) | step, CPU (s) "
+          "| ratio to bare, wall | ratio to bare, CPU |")
+    print("| --- | ---: | ---: | ---: | ---: |")
     for key in ("bare_top6", "fairseq_task", "fairseq_trainer"):
-        if key in p2["median_s"]:
-            r = p2["ratio_to_bare"][key]
-            extra = f" ({verdict(r, 1.10)})" if key == "fairseq_task" else ""
-            print(f"| {PIPELINE_NAMES[key]} | {p2['median_s'][key]:.2f} | {r:.3f}{extra} |")
-    print(f"\nLoss agreement with the bare loop over all {p2['compared_steps']} steps: "
+        if key in p2["losses"]:
+            med, rat = p2["median_s"], p2["ratio_to_bare"]
+            target = " (target <= 1.10)" if key == "fairseq_task" else ""
+            print(f"| {PIPELINE_NAMES[key]}{target} | {med['wall'][key]:.2f} "
+                  f"({spread(p2['step_times_s']['wall'][key])}) | {med['cpu'][key]:.2f} | "
+                  f"{rat['wall'][key]:.3f} | {rat['cpu'][key]:.3f} |")
+
+    print("\nVerdicts:")
+    for clock in CLOCKS:
+        print(f"- {clock}: top 6 / all 12 = {ratio[clock]:.3f} ({verdict(ratio[clock], 0.75)}); "
+              f"fairseq task step / bare = {p2['ratio_to_bare'][clock]['fairseq_task']:.3f} "
+              f"({verdict(p2['ratio_to_bare'][clock]['fairseq_task'], 1.10)})"
+              + (f"; Trainer.train_step / bare = "
+                 f"{p2['ratio_to_bare'][clock]['fairseq_trainer']:.3f}"
+                 if "fairseq_trainer" in p2["losses"] else ""))
+    print(f"- loss agreement with the bare loop over all {p2['compared_steps']} steps: "
           + ", ".join(f"{k} max relative difference {v:.1e}"
                       for k, v in p2["max_rel_loss_diff"].items())
-          + " (same weights, seeds and batch: the pipelines do the same work).")
+          + " (same weights, seeds and batch: the pipelines do the same work)")
 
     a = res["adamw_step_alone_s"]
     print(f"\nAdamW step alone on the top-6 trainable parameters "
-          f"({a['parameters'] / 1e6:.1f} M): default implementation (as uamix_adamw "
-          f"builds it) {a['default']:.3f} s, fused=True {a['fused']:.3f} s "
-          f"({a['default'] / a['fused']:.1f}x).")
+          f"({a['parameters'] / 1e6:.1f} M), CPU time: default implementation (as "
+          f"uamix_adamw builds it) {a['cpu']['default']:.3f} s, fused=True "
+          f"{a['cpu']['fused']:.3f} s ({a['cpu']['default'] / a['cpu']['fused']:.1f}x; wall "
+          f"{a['wall']['default']:.3f} s vs {a['wall']['fused']:.3f} s).")
 
     print("\nHow memory is measured: each configuration runs in a fresh Python process "
           "that builds the ViT-B encoder, head, queue and AdamW from scratch (random "
           "weights, no checkpoint read), resets the kernel's RSS high-water mark "
           "(/proc/self/clear_refs; otherwise a child's ru_maxrss starts at its parent's "
-          "RSS), records its resident set size, runs two training steps (the first allocates AdamW's state), and "
-          "reads the process's peak RSS (getrusage ru_maxrss). 'RSS growth' = peak minus "
-          "the RSS just before the first step: gradients, AdamW state, activations and "
-          "temporaries, as the OS saw them (allocator caching included, so an upper "
-          "bound of live tensor bytes). 'Saved activations' is exact and allocator-free: "
+          "RSS), records its resident set size, runs two training steps (the first "
+          "allocates AdamW's state), and reads the process's peak RSS (getrusage "
+          "ru_maxrss). 'RSS growth' = peak minus the RSS just before the first step: "
+          "gradients, AdamW state, activations and temporaries, as the OS saw them "
+          "(allocator caching included, so an upper bound of live tensor bytes). "
+          "'Saved activations' is exact and allocator-free: "
           "the bytes of the tensors autograd saves for backward during one forward pass "
           "(hooked with torch.autograd.graph.saved_tensors_hooks, each storage once, "
           "parameters excluded). 'Grads + AdamW state' = 12 bytes per trainable "
@@ -554,8 +595,12 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, default=None, help="untimed rounds (1)")
     parser.add_argument("--queue-size", type=int, default=None,
                         help="support queue entries (65536, the method's default)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads for every measurement (default 1; 0 = torch's "
+                        "default, one per core). One thread is the default because on a "
+                        "small machine shared with other work, OpenMP threads spend most "
+                        "of their time waiting for a sibling that lost its core, which "
+                        "makes step times swing several-fold; use 0 on an idle machine")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: batch 4, 64 frames, 2 rounds, queue 4096")
     parser.add_argument("--no-trainer", action="store_true",
@@ -585,7 +630,8 @@ def parse_args(argv=None):
 def time_adamw_alone(shapes, rounds: int):
     """torch.optim.AdamW.step alone on parameters of the given shapes (random grads):
     the default implementation (what uamix_adamw uses on CPU: a Python loop over
-    tensors) against ``fused=True``, interleaved; median seconds per step."""
+    tensors) against ``fused=True``, interleaved; median seconds per step on both
+    clocks."""
     g = torch.Generator().manual_seed(5)
     params = [torch.zeros(s, requires_grad=True) for s in shapes]
     for q in params:
@@ -595,39 +641,44 @@ def time_adamw_alone(shapes, rounds: int):
                                 weight_decay=WEIGHT_DECAY, **kw)
         for impl, kw in (("default", {}), ("fused", {"fused": True}))
     }
-    times = {impl: [] for impl in opts}
+    times = {clock: {impl: [] for impl in opts} for clock in CLOCKS}
     for r in range(rounds + 1):
         for impl, opt in opts.items():
-            t0 = time.perf_counter()
+            t0 = {clock: fn() for clock, fn in CLOCKS.items()}
             opt.step()
             if r:  # the first step allocates the state
-                times[impl].append(time.perf_counter() - t0)
-    return {impl: statistics.median(t) for impl, t in times.items()}
+                for clock, fn in CLOCKS.items():
+                    times[clock][impl].append(fn() - t0[clock])
+    return {clock: {impl: statistics.median(t) for impl, t in per.items()}
+            for clock, per in times.items()}
 
 
 def time_rounds(steppers, warmup: int, steps: int):
-    """One step of every pipeline per round, in rotating order; returns the timed
-    seconds and the loss of every step (warm-up included) per pipeline."""
+    """One step of every pipeline per round, in rotating order. Returns the timed
+    seconds per clock and pipeline, and the loss of every step (warm-up included)."""
     names = list(steppers)
-    times = {n: [] for n in names}
+    times = {clock: {n: [] for n in names} for clock in CLOCKS}
     losses = {n: [] for n in names}
     for r in range(warmup + steps):
         for n in names[r % len(names):] + names[:r % len(names)]:
-            t0 = time.perf_counter()
+            t0 = {clock: fn() for clock, fn in CLOCKS.items()}
             losses[n].append(steppers[n](r))
             if r >= warmup:
-                times[n].append(time.perf_counter() - t0)
+                for clock, fn in CLOCKS.items():
+                    times[clock][n].append(fn() - t0[clock])
         label = f"  round {r + 1}/{warmup + steps}"
         if r < warmup:
             print(f"{label} (warm-up) done", flush=True)
         else:
-            print(f"{label}: " + ", ".join(f"{n} {times[n][-1]:.2f} s" for n in names),
-                  flush=True)
+            print(f"{label} (wall / CPU s): " + ", ".join(
+                f"{n} {times['wall'][n][-1]:.2f} / {times['cpu'][n][-1]:.2f}" for n in names),
+                flush=True)
     return times, losses
 
 
 def main(argv=None):
     args = parse_args(argv)
+    default_threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.memory_worker:
@@ -641,6 +692,7 @@ def main(argv=None):
 
     started = time.perf_counter()
     machine = machine_info()
+    machine["torch_default_threads"] = default_threads
     print(f"bench_training: batch {args.batch_size}, {args.num_frames} frames, "
           f"{args.warmup} warm-up + {args.steps} timed rounds, queue {args.queue_size}, "
           f"{torch.get_num_threads()} torch threads", flush=True)
@@ -683,7 +735,8 @@ def main(argv=None):
     print(f"built {len(steppers)} pipelines ({time.perf_counter() - started:.0f} s elapsed); "
           "timing...", flush=True)
     times, losses = time_rounds(steppers, args.warmup, args.steps)
-    median = {n: statistics.median(t) for n, t in times.items()}
+    median = {clock: {n: statistics.median(t) for n, t in per.items()}
+              for clock, per in times.items()}
 
     trainable = {key: bare[name].trainable_parameters()
                  for key, name in (("top6", "bare_top6"), ("all12", "bare_all12"))}
@@ -696,23 +749,26 @@ def main(argv=None):
 
     partial = {
         key: {"trainable_blocks": k, "trainable_parameters": trainable[key],
-              "median_s": median[name], "step_times_s": times[name],
+              "median_s": {c: median[c][name] for c in CLOCKS},
+              "step_times_s": {c: times[c][name] for c in CLOCKS},
               **({"memory": memory[key]} if key in memory else {})}
         for key, k, name in (("top6", PARTIAL_BLOCKS, "bare_top6"),
                              ("all12", 12, "bare_all12"))
     }
-    partial["time_ratio"] = median["bare_top6"] / median["bare_all12"]
+    partial["time_ratio"] = {c: median[c]["bare_top6"] / median[c]["bare_all12"]
+                             for c in CLOCKS}
     if memory:
         partial["rss_growth_ratio"] = (memory["top6"]["peak_rss_growth_bytes"]
                                        / memory["all12"]["peak_rss_growth_bytes"])
         partial["saved_activation_ratio"] = (memory["top6"]["saved_activation_bytes"]
                                              / memory["all12"]["saved_activation_bytes"])
-    fs_names = [n for n in ("bare_top6", "fairseq_task", "fairseq_trainer") if n in times]
+    fs_names = [n for n in ("bare_top6", "fairseq_task", "fairseq_trainer") if n in losses]
     ref = losses["bare_top6"]
     fairseq_vs_bare = {
-        "median_s": {n: median[n] for n in fs_names},
-        "step_times_s": {n: times[n] for n in fs_names},
-        "ratio_to_bare": {n: median[n] / median["bare_top6"] for n in fs_names},
+        "median_s": {c: {n: median[c][n] for n in fs_names} for c in CLOCKS},
+        "step_times_s": {c: {n: times[c][n] for n in fs_names} for c in CLOCKS},
+        "ratio_to_bare": {c: {n: median[c][n] / median[c]["bare_top6"] for n in fs_names}
+                          for c in CLOCKS},
         "losses": {n: losses[n] for n in fs_names},
         "compared_steps": len(ref),
         "max_rel_loss_diff": {
