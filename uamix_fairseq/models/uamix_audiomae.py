@@ -16,6 +16,7 @@ from omegaconf import II
 from ..audiomae import AudioMAEEncoder, EncoderConfig, load_audiomae
 from ..freezing import parse_schedule, trainable_blocks_at
 from ..nnclr import NNCLRHead, SupportQueue
+from ..optim.uamix_adamw import tag_encoder_parameters, tag_parameter
 
 logger = logging.getLogger(__name__)
 
@@ -137,23 +138,10 @@ class UamixAudioMAEModel(BaseFairseqModel):
         """Per-parameter optimizer overrides read by the `uamix_adamw` optimizer:
         the unit it belongs to (for freezing), lr scale (layer decay) and weight decay
         (None: the optimizer's; 0 for biases and norms)."""
-        depth = self.encoder.depth
-
-        def tag(p, unit, lr_scale, weight_decay):
-            p.optim_overrides = {"unit": unit, "lr_scale": float(lr_scale),
-                                 "weight_decay": weight_decay}
-
+        tag_encoder_parameters(self.encoder, self.cfg.layer_decay)
         for name, p in self.named_parameters():
-            no_decay = p.ndim <= 1
-            if name.startswith("encoder.blocks."):
-                i = int(name.split(".")[2])
-                tag(p, f"block.{i}", self.cfg.layer_decay ** (depth - i),
-                    0.0 if no_decay else None)
-            elif name.startswith("encoder."):
-                tag(p, "encoder.norm" if ("norm" in name) else "encoder.embed", 1.0,
-                    0.0 if no_decay else None)
-            else:
-                tag(p, "head", 1.0, 0.0 if no_decay else self.cfg.head_weight_decay)
+            if not name.startswith("encoder."):
+                tag_parameter(p, "head", 1.0, 0.0 if p.ndim <= 1 else self.cfg.head_weight_decay)
 
     def frozen_units(self):
         """Units (see _tag_parameters) that must not change at the current stage."""
