@@ -7,9 +7,10 @@ whole [B, N] batch with torch's default number of threads; kaldi-native-fbank (k
 no batch API, so it runs one OnlineFbank per clip (accept the whole waveform, flush,
 read every frame), single-threaded as it is. knf refuses 128 mel bins at 16 kHz (one
 triangle holds no FFT bin), so the head-to-head is at 80 bins; 128 bins is ours alone.
-One warm-up run, then the median of ``--repeats`` timed runs. For reference it also
+One warm-up run of every case, then ``--repeats`` rounds in which every case runs once
+in turn; the median (``--best``: the fastest) run is reported. For reference it also
 times ours one clip per call, and ours as one [B, T, nfft] pass without the CPU
-blocking. The machine's load average is printed: on a shared machine, rerun when idle.
+blocking. The load average is printed: on a shared machine, rerun when it is idle.
 """
 
 import argparse
@@ -69,96 +70,109 @@ def knf_all(clips_np, opts):
     return out
 
 
-STAT = statistics.median  # --best switches to min
+def one_pass(fn):
+    """Run ``fn`` with the CPU blocking switched off: one [B, T, nfft] pass, as on a GPU."""
+
+    def run():
+        saved = features._CPU_BLOCK_BYTES
+        features._CPU_BLOCK_BYTES = 1 << 62
+        try:
+            return fn()
+        finally:
+            features._CPU_BLOCK_BYTES = saved
+
+    return run
 
 
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up (caches, allocator, thread pool)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def time_round_robin(cases: dict, repeats: int) -> dict:
+    """Seconds per run of each case: a warm-up of each, then ``repeats`` rounds that run
+    every case once in turn (so a change of machine load hits all cases alike)."""
+    for fn in cases.values():
         fn()
-        times.append(time.perf_counter() - start)
-    return STAT(times)
+    times = {name: [] for name in cases}
+    for _ in range(repeats):
+        for name, fn in cases.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return times
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=32, help="clips per batch")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each clip")
-    parser.add_argument("--repeats", type=int, default=7, help="timed runs (median reported)")
+    parser.add_argument("--repeats", type=int, default=7, help="timed rounds (median reported)")
     parser.add_argument("--best", action="store_true",
                         help="report the fastest run instead of the median (for a shared, busy machine)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch.set_num_threads(N) first; 0 (default) leaves torch's default")
     args = parser.parse_args(argv)
-    global STAT
-    STAT = min if args.best else statistics.median
-    stat_name = "best" if args.best else "median"
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    stat, stat_name = (min, "best") if args.best else (statistics.median, "median")
 
     clips = make_clips(args.clips, args.seconds)
     clips_np = [c.numpy() for c in clips]
-    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    try:
+        import kaldi_native_fbank as knf
+
+        knf_version = getattr(knf, "__version__", "?")
+    except ImportError:
+        knf_version = None
 
     print(f"platform:      {platform.platform()}")
     print(f"processor:     {platform.processor() or platform.machine()}")
     print(f"cpu count:     {os.cpu_count()}")
     print(f"python:        {platform.python_version()}")
     print(f"torch:         {torch.__version__} (threads: {torch.get_num_threads()})")
-    try:
-        import kaldi_native_fbank as knf
-
-        print(f"knf:           {getattr(knf, '__version__', '?')}")
-        have_knf = True
-    except ImportError:
-        print("knf:           not installed (pip install kaldi-native-fbank); ours only")
-        have_knf = False
-    if load:
-        print(f"load average:  {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (before the runs)")
+    print(f"knf:           {knf_version or 'not installed (pip install kaldi-native-fbank); ours only'}")
+    if hasattr(os, "getloadavg"):
+        print("load average:  %.2f %.2f %.2f (before the runs)" % os.getloadavg())
     print(f"workload:      {args.clips} clips x {args.seconds:g} s at {SAMPLE_RATE} Hz, "
-          f"warm-up + {stat_name} of {args.repeats}")
+          f"warm-up + {stat_name} of {args.repeats} round-robin rounds")
     print()
 
-    rows = []
+    cases = {}
     for bins in (80, 128):
-        ours = timed(lambda: compute_fbank(clips, num_mel_bins=bins), args.repeats)
-        ours_rate = args.clips / ours
-        ours_single = timed(lambda: [compute_fbank(c, num_mel_bins=bins) for c in clips], max(1, args.repeats // 2))
-        single_rate = args.clips / ours_single
-        blocking = features._CPU_BLOCK_BYTES
-        features._CPU_BLOCK_BYTES = 1 << 62  # one [B, T, nfft] pass, as on a GPU
-        try:
-            one_pass_rate = args.clips / timed(lambda: compute_fbank(clips, num_mel_bins=bins), max(1, args.repeats // 2))
-        finally:
-            features._CPU_BLOCK_BYTES = blocking
-        if have_knf and bins == 80:
-            opts = knf_options(bins)
-            ref = knf_all(clips_np[:1], opts)[0]
-            diff = float(np.abs(compute_fbank(clips[0], num_mel_bins=bins).numpy() - ref).max())
-            knf_time = timed(lambda: knf_all(clips_np, opts), args.repeats)
-            knf_rate = args.clips / knf_time
-            rows.append((bins, ours_rate, one_pass_rate, single_rate, knf_rate, ours_rate / knf_rate, diff))
-        else:
-            rows.append((bins, ours_rate, one_pass_rate, single_rate, None, None, None))
+        batched = (lambda b: lambda: compute_fbank(clips, num_mel_bins=b))(bins)
+        cases[("ours", bins)] = batched
+        cases[("ours_one_pass", bins)] = one_pass(batched)
+        cases[("ours_per_clip", bins)] = (lambda b: lambda: [compute_fbank(c, num_mel_bins=b) for c in clips])(bins)
+    diff = None
+    if knf_version:
+        opts = knf_options(80)  # knf refuses 128 bins at 16 kHz
+        cases[("knf", 80)] = lambda: knf_all(clips_np, opts)
+        ref = knf_all(clips_np[:1], opts)[0]
+        diff = float(np.abs(compute_fbank(clips[0], num_mel_bins=80).numpy() - ref).max())
 
-    for bins, ours_rate, one_pass_rate, single_rate, knf_rate, ratio, diff in rows:
-        line = (f"{bins:3d} bins: ours batched {ours_rate:7.1f} clips/s | ours batched, no CPU blocking "
-                f"{one_pass_rate:7.1f} | ours one by one {single_rate:7.1f}")
-        if knf_rate is not None:
-            line += f" | knf one by one {knf_rate:7.1f} | ours batched / knf {ratio:5.2f}x"
-            line += f" | max |diff| clip 0 {diff:.1e}"
+    times = time_round_robin(cases, args.repeats)
+    rate = {key: args.clips / stat(t) for key, t in times.items()}
+
+    for bins in (80, 128):
+        line = (f"{bins:3d} bins: ours batched {rate['ours', bins]:7.1f} clips/s | ours batched, no CPU blocking "
+                f"{rate['ours_one_pass', bins]:7.1f} | ours one clip per call {rate['ours_per_clip', bins]:7.1f}")
+        if ("knf", bins) in rate:
+            line += (f" | knf one clip per call {rate['knf', bins]:7.1f} | ours batched / knf "
+                     f"{rate['ours', bins] / rate['knf', bins]:5.2f}x")
         print(line)
+    if diff is not None:
+        print(f"max |ours - knf| on clip 0 at 80 bins: {diff:.1e}")
+    if hasattr(os, "getloadavg"):
+        print("load average:  %.2f %.2f %.2f (after the runs)" % os.getloadavg())
 
-    if load:
-        load = os.getloadavg()
-        print(f"load average:  {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (after the runs)")
     print()
     print("| mel bins | ours, batched | ours, batched, no CPU blocking | ours, one clip per call "
           "| knf, one clip per call | ours batched / knf |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: |")
-    for bins, ours_rate, one_pass_rate, single_rate, knf_rate, ratio, _ in rows:
-        knf_cell = f"{knf_rate:.1f}" if knf_rate is not None else "n/a (refuses)"
-        ratio_cell = f"{ratio:.2f}x" if ratio is not None else "-"
-        print(f"| {bins} | {ours_rate:.1f} | {one_pass_rate:.1f} | {single_rate:.1f} | {knf_cell} | {ratio_cell} |")
-    print("(clips/s, higher is better)")
+    for bins in (80, 128):
+        if ("knf", bins) in rate:
+            knf_cell, ratio_cell = f"{rate['knf', bins]:.1f}", f"{rate['ours', bins] / rate['knf', bins]:.2f}x"
+        else:
+            knf_cell, ratio_cell = "n/a (refuses 128 bins at 16 kHz)" if knf_version else "n/a", "-"
+        print(f"| {bins} | {rate['ours', bins]:.1f} | {rate['ours_one_pass', bins]:.1f} | "
+              f"{rate['ours_per_clip', bins]:.1f} | {knf_cell} | {ratio_cell} |")
+    print(f"(clips/s, {stat_name} of {args.repeats}; higher is better)")
 
 
 if __name__ == "__main__":

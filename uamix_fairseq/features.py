@@ -287,8 +287,8 @@ def compute_fbank(
         # ~65 MB intermediates that run from main memory, about 2x slower than
         # cache-sized blocks.
         per_block = max(1, _CPU_BLOCK_BYTES // (nfft * frames.element_size()))
-        clips_per_block = min(batch, per_block)
-        frames_per_block = max(1, per_block // clips_per_block)
+        frames_per_block = min(total, per_block)  # whole clips where they fit
+        clips_per_block = max(1, per_block // frames_per_block)
         out = torch.empty(batch, total, num_mel_bins, dtype=dtype, device=device)
         for b0 in range(0, batch, clips_per_block):
             for t0 in range(0, total, frames_per_block):
