@@ -26,6 +26,7 @@ setup(
         "tqdm>=4.60",
         "scikit-learn>=1.2",
         "matplotlib>=3.5",
+        "scipy>=1.7",  # Student-t intervals (already pulled in by scikit-learn)
     ],
     extras_require={
         # kaldi-native-fbank is only a reference implementation for the tests.
@@ -39,6 +40,8 @@ setup(
             "uamix-prepare=uamix_fairseq.prepare.cli:main",
             "uamix-embed=uamix_fairseq.export_embeddings:main",
             "uamix-plot-tsne=uamix_fairseq.tsne:main",
+            "uamix-fewshot=uamix_fairseq.evaluation.fewshot:main",
+            "uamix-probe=uamix_fairseq.evaluation.probe:main",
         ],
     },
 )

@@ -171,3 +171,24 @@ def test_paper_config_composes_and_runs(trained, tmp_path):
     code, log = run_train(overrides, cwd=str(tmp_path), config_name="uamix_as20k")
     assert code == 0, log[-3000:]
     assert re.search(r'"num_updates": "2"', log), log[-2000:]  # json log format
+
+
+def test_second_model_of_a_task_still_reads_its_file(trained):
+    """Only restoring a checkpoint may skip the encoder file; building a second model
+    from the same task must not silently start from random weights."""
+    from omegaconf import OmegaConf
+    from uamix_fairseq.models.uamix_audiomae import UamixAudioMAEConfig, UamixAudioMAEModel
+    from uamix_fairseq.tasks.uamix_contrastive import (
+        UamixContrastiveConfig, UamixContrastiveTask,
+    )
+
+    task = UamixContrastiveTask.setup_task(OmegaConf.structured(
+        UamixContrastiveConfig(data=trained["corpus"], num_frames=32, seed=1)))
+    model_cfg = OmegaConf.structured(UamixAudioMAEConfig(
+        audiomae_checkpoint=trained["ckpt"], num_frames=32, proj_hidden_dim=32,
+        pred_hidden_dim=32, proj_out_dim=16, freeze_schedule="[(0, 0), (3, 2)]"))
+    first = UamixAudioMAEModel.build_model(model_cfg, task)
+    second = UamixAudioMAEModel.build_model(model_cfg, task)
+    original = torch.load(trained["ckpt"], weights_only=False)["model"]
+    for m in (first, second):
+        assert torch.equal(m.encoder.blocks[0].attn.qkv.weight, original["blocks.0.attn.qkv.weight"])

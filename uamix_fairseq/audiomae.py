@@ -456,6 +456,26 @@ def load_audiomae(
     )
 
 
+def encoder_for_model(checkpoint: str, restored: Optional[dict], field: str,
+                      num_frames: Optional[int] = None, num_heads: Optional[int] = None,
+                      drop_path_rate: float = 0.0, final_norm: Optional[str] = None):
+    """The encoder a fairseq model starts from.
+
+    ``restored`` is the encoder shape saved in a fairseq checkpoint's task state, given
+    only while that checkpoint is being restored: the weights follow from the
+    checkpoint, so the encoder file ``checkpoint`` is not needed. Otherwise the encoder
+    is read from ``checkpoint`` (an error naming ``field`` if it is empty).
+    """
+    if restored is not None:
+        cfg = EncoderConfig(**{**restored["config"], "drop_path_rate": drop_path_rate})
+        return AudioMAEEncoder(cfg, final_norm=final_norm or restored["final_norm"])
+    if not checkpoint:
+        raise ValueError(f"{field} is empty: give the encoder file to start from "
+                         f"(e.g. {field}=/path/pretrained.pth)")
+    return load_audiomae(checkpoint, num_frames=num_frames, num_heads=num_heads,
+                         drop_path_rate=drop_path_rate)
+
+
 def save_audiomae(encoder: AudioMAEEncoder, path, extra: Optional[dict] = None):
     """Write ``encoder`` in the official AudioMAE layout: ``{"model": state_dict, ...}``.
 

@@ -84,6 +84,22 @@ def spec_augment(fbank, valid_frames, time_fraction: float, freq_fraction: float
     return out
 
 
+def spec_augment_widths(fbank, max_time_frames: int, max_freq_bins: int, generator=None):
+    """SpecAugment with absolute widths, as AudioMAE fine-tunes (``timem``/``freqm``):
+    one time band of 0..max_time_frames frames anywhere in the T frames and one
+    frequency band of 0..max_freq_bins bins per clip, zero in the raw log domain.
+    A width of 0 switches that mask off."""
+    b, t, f = fbank.shape
+    out = fbank
+    if max_time_frames > 0:
+        mask = _band_mask(b, t, min(max_time_frames, t), generator, fbank.device)
+        out = out.masked_fill(mask[:, :, None], 0.0)
+    if max_freq_bins > 0:
+        mask = _band_mask(b, f, min(max_freq_bins, f), generator, fbank.device)
+        out = out.masked_fill(mask[:, None, :], 0.0)
+    return out
+
+
 def augment(fbank: torch.Tensor, valid_frames: torch.Tensor, cfg: ViewConfig,
             generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """One random view of a raw fbank batch [B, T, F]."""

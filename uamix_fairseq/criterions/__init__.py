@@ -1,1 +1,2 @@
 from . import uamix_nnclr  # noqa: F401
+from . import uamix_classification  # noqa: F401

@@ -1,1 +1,2 @@
 from . import uamix_audiomae  # noqa: F401
+from . import uamix_audiomae_classifier  # noqa: F401

@@ -13,7 +13,7 @@ from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.models import BaseFairseqModel, register_model
 from omegaconf import II
 
-from ..audiomae import AudioMAEEncoder, EncoderConfig, load_audiomae
+from ..audiomae import AudioMAEEncoder, encoder_for_model
 from ..freezing import parse_schedule, trainable_blocks_at
 from ..nnclr import NNCLRHead, SupportQueue
 from ..optim.uamix_adamw import tag_encoder_parameters, tag_parameter
@@ -98,21 +98,11 @@ class UamixAudioMAEModel(BaseFairseqModel):
 
     @classmethod
     def build_model(cls, cfg: UamixAudioMAEConfig, task):
-        saved = getattr(task, "encoder_config", None)
-        if saved is not None:
-            # Rebuilding from a fairseq checkpoint: the shape comes from the task state,
-            # the weights from the checkpoint, the AudioMAE file is not needed.
-            enc_cfg = EncoderConfig(**{**saved["config"], "drop_path_rate": cfg.drop_path_rate})
-            encoder = AudioMAEEncoder(enc_cfg, final_norm=saved["final_norm"])
-        else:
-            if not cfg.audiomae_checkpoint:
-                raise ValueError(
-                    "model.audiomae_checkpoint is empty: give the AudioMAE encoder to tune "
-                    "(e.g. model.audiomae_checkpoint=/path/pretrained.pth)"
-                )
-            encoder = load_audiomae(cfg.audiomae_checkpoint, num_frames=cfg.num_frames,
-                                    num_heads=cfg.num_heads or None,
-                                    drop_path_rate=cfg.drop_path_rate)
+        restored = getattr(task, "restored_encoder_config", None)
+        encoder = encoder_for_model(cfg.audiomae_checkpoint, restored,
+                                    "model.audiomae_checkpoint", cfg.num_frames,
+                                    cfg.num_heads or None, cfg.drop_path_rate)
+        if restored is None:
             logger.info("loaded AudioMAE encoder from %s: %s", cfg.audiomae_checkpoint,
                         encoder.cfg)
         if hasattr(task, "encoder_config"):

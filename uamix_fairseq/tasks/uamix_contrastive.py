@@ -84,6 +84,30 @@ def _check_positive(cfg, names, prefix="task"):
             raise ValueError(f"{prefix}.{name} must be > 0, got {getattr(cfg, name)}")
 
 
+def check_audio_data_config(cfg: AudioDataConfig):
+    """Errors in the fields every uamix audio task shares."""
+    _check_positive(cfg, ("sample_rate", "num_frames", "num_mel_bins", "norm_std"))
+    if cfg.num_mel_bins % 16 or cfg.num_frames % 16:
+        raise ValueError(
+            f"task.num_frames={cfg.num_frames} and task.num_mel_bins={cfg.num_mel_bins} "
+            "must be multiples of the 16x16 patch size"
+        )
+
+
+def split_manifest(data: str, split: str) -> str:
+    """``<data>/<split>.tsv``; a clear error listing the manifests there if it is missing."""
+    path = os.path.join(data, f"{split}.tsv")
+    if not os.path.isfile(path):
+        found = sorted(f for f in os.listdir(data) if f.endswith(".tsv")) \
+            if os.path.isdir(data) else []
+        raise FileNotFoundError(
+            f"no manifest for split '{split}': {path} does not exist (task.data="
+            f"{data}; manifests there: {found or 'none'}). Make one with "
+            "`python -m uamix_fairseq.manifest AUDIO_DIR --dest DIR`"
+        )
+    return path
+
+
 def find_uamix_model(model):
     """The plugin model inside fairseq's DDP wrappers: in distributed training it is
     ModuleProxyWrapper -> (Legacy)DistributedDataParallel -> model, two ``.module``s."""
@@ -105,16 +129,12 @@ class UamixContrastiveTask(FairseqTask):
         # Encoder shape, saved in the checkpoint's task state so that the model can be
         # rebuilt without the AudioMAE file (see UamixAudioMAEModel.build_model).
         self.encoder_config = None
+        self.restored_encoder_config = None
         self.num_train_clips = self._count_clips("train")
 
     @classmethod
     def setup_task(cls, cfg: UamixContrastiveConfig, **kwargs):
-        _check_positive(cfg, ("sample_rate", "num_frames", "num_mel_bins", "norm_std"))
-        if cfg.num_mel_bins % 16 or cfg.num_frames % 16:
-            raise ValueError(
-                f"task.num_frames={cfg.num_frames} and task.num_mel_bins={cfg.num_mel_bins} "
-                "must be multiples of the 16x16 patch size"
-            )
+        check_audio_data_config(cfg)
         return cls(cfg)
 
     def _manifest_path(self, split):
@@ -127,15 +147,7 @@ class UamixContrastiveTask(FairseqTask):
         return len(read_manifest(path))
 
     def load_dataset(self, split, epoch=1, combine=False, **kwargs):
-        path = self._manifest_path(split)
-        if not os.path.isfile(path):
-            found = sorted(f for f in os.listdir(self.cfg.data) if f.endswith(".tsv")) \
-                if os.path.isdir(self.cfg.data) else []
-            raise FileNotFoundError(
-                f"no manifest for split '{split}': {path} does not exist (task.data="
-                f"{self.cfg.data}; manifests there: {found or 'none'}). Make one with "
-                "`python -m uamix_fairseq.manifest AUDIO_DIR --dest DIR`"
-            )
+        path = split_manifest(self.cfg.data, split)
         is_train = split == getattr(self.cfg, "train_subset", "train")
         self.datasets[split] = AudioClipDataset(
             path, max_samples=self.frontend_cfg.max_samples,
@@ -205,7 +217,9 @@ class UamixContrastiveTask(FairseqTask):
         return {"encoder_config": self.encoder_config}
 
     def load_state_dict(self, state_dict):
-        self.encoder_config = state_dict.get("encoder_config", self.encoder_config)
+        # Only while a checkpoint is restored: the model then takes its shape from here.
+        self.restored_encoder_config = state_dict.get("encoder_config")
+        self.encoder_config = self.restored_encoder_config or self.encoder_config
 
     def max_positions(self):
         return None

@@ -1,0 +1,150 @@
+"""Command-line plumbing shared by ``fewshot`` and ``probe``: encoder and embedding
+options, display names, embedding every clip once per encoder, and error handling."""
+
+import argparse
+import logging
+import os
+import sys
+from typing import Callable, List, Optional, Sequence
+
+import numpy as np
+
+from . import EvaluationError
+
+logger = logging.getLogger("uamix_fairseq.evaluation")
+
+
+def add_encoder_args(parser: argparse.ArgumentParser):
+    g = parser.add_argument_group("encoders and embeddings")
+    g.add_argument("--encoder", action="append", required=True, metavar="FILE",
+                   help="encoder to evaluate: an AudioMAE .pth or a fairseq checkpoint of "
+                   "this plugin; repeat for several (differences are against the first)")
+    g.add_argument("--name", action="append", default=None, metavar="NAME",
+                   help="display name of each --encoder, in the same order (default: "
+                   "the file name without extension)")
+    g.add_argument("--num-frames", type=int, default=1024,
+                   help="fbank frames per clip (10 ms each); clips are cropped from the "
+                   "start or zero-padded (default: 1024)")
+    g.add_argument("--norm", default="audioset",
+                   help="fbank normalisation statistics: audioset, esc50 or "
+                   "speechcommands (default: audioset)")
+    g.add_argument("--pooling", default="mean", choices=["mean", "cls"],
+                   help="clip embedding: mean of the patch tokens, or the cls token "
+                   "(default: mean)")
+    g.add_argument("--batch-size", type=int, default=32,
+                   help="clips per encoder forward pass (default: 32)")
+    g.add_argument("--resample", action="store_true",
+                   help="resample audio at other rates to 16 kHz instead of refusing it")
+    g.add_argument("--device", default="cpu", help="torch device for the encoder "
+                   "(default: cpu)")
+    g.add_argument("--cache-dir", default=None, metavar="DIR",
+                   help="cache of clip embeddings, keyed by encoder file, manifest and "
+                   "feature settings (default: no cache)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    g.add_argument("--logreg-c", type=float, default=1.0,
+                   help="inverse L2 strength C of logistic regression: minimise "
+                   "0.5*||W||^2 + C*sum(cross-entropy) on standardised features "
+                   "(scikit-learn's convention; default: 1.0)")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="folder for the JSON, CSV (and PNG) results (created)")
+
+
+def encoder_names(paths: Sequence[str], names: Optional[Sequence[str]]) -> List[str]:
+    """Display names: ``--name`` values, or file stems made unique with #2, #3, ..."""
+    if names:
+        if len(names) != len(paths):
+            raise EvaluationError(
+                f"{len(names)} --name value(s) for {len(paths)} --encoder file(s); give "
+                "one name per encoder, in the same order, or none")
+        if len(set(names)) != len(names):
+            raise EvaluationError(f"--name values must differ, got {list(names)}")
+        return list(names)
+    out = []
+    for p in paths:
+        stem = os.path.splitext(os.path.basename(p))[0] or p
+        name, i = stem, 1
+        while name in out:
+            i += 1
+            name = f"{stem}#{i}"
+        out.append(name)
+    return out
+
+
+def embed_config(args):
+    from ..embed import EmbedConfig
+
+    cfg = EmbedConfig(num_frames=args.num_frames, norm=args.norm, pooling=args.pooling,
+                      batch_size=args.batch_size, resample=args.resample)
+    cfg.frontend()  # checks --norm
+    if args.num_frames < 16 or args.batch_size < 1:
+        raise EvaluationError("--num-frames must be at least 16 (one patch) and "
+                              "--batch-size at least 1")
+    return cfg
+
+
+def check_encoders(paths: Sequence[str], cfg) -> None:
+    """Load every encoder once before any embedding, so that a wrong file stops the
+    run at once (``CheckpointError`` names the file) rather than after the first
+    encoder's embeddings."""
+    from ..embed import load_encoder
+
+    seen = set()
+    for p in paths:
+        if os.path.realpath(p) not in seen:
+            seen.add(os.path.realpath(p))
+            load_encoder(p, cfg)
+
+
+def embed_all(paths: Sequence[str], names: Sequence[str], manifest: str, cfg, args,
+              expected_rows: int) -> List[np.ndarray]:
+    """Embeddings ``[N, D]`` of every clip of ``manifest``, once per encoder."""
+    from ..embed import cached_embeddings
+
+    out, done = [], {}
+    for path, name in zip(paths, names):
+        key = os.path.realpath(path)
+        if key in done:  # the same file twice (e.g. a sanity check): embed it once
+            out.append(done[key])
+            continue
+        logger.info("embedding %d clips of %s with %s (%s)", expected_rows, manifest,
+                    name, path)
+        emb = cached_embeddings(path, manifest, cfg, cache_dir=args.cache_dir,
+                                device=args.device, progress=not args.no_progress)
+        if emb.shape[0] != expected_rows:
+            raise EvaluationError(f"{path}: {emb.shape[0]} embeddings for the "
+                                  f"{expected_rows} clips of {manifest}")
+        if not np.isfinite(emb).all():
+            raise EvaluationError(f"{path}: the embeddings of {manifest} contain NaN or "
+                                  "inf; the encoder or the audio is broken")
+        done[key] = emb
+        out.append(emb)
+    return out
+
+
+def print_warnings(caught) -> None:
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+
+
+def user_errors():
+    from ..audio import AudioError
+    from ..audiomae import CheckpointError
+    from ..labels import LabelError
+    from ..manifest import ManifestError
+
+    return (EvaluationError, LabelError, ManifestError, CheckpointError, AudioError)
+
+
+def cli_main(run: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser,
+             argv=None) -> int:
+    """Parse, set up logging, run; bad input ends with ``error: ...`` and exit code 2."""
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logger.setLevel(logging.INFO)
+    for noisy in ("matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return run(args)
+    except user_errors() as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

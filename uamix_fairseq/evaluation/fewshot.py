@@ -1,0 +1,208 @@
+"""N-way k-shot few-shot evaluation of frozen encoders on a labelled manifest.
+
+Every clip is embedded once per encoder (``embed.cached_embeddings``: batched, cached,
+progress bar); the episodes are drawn once from the labels and the seed, so all
+encoders are scored on exactly the same episodes and their difference is paired.
+
+    python -m uamix_fairseq.evaluation.fewshot --encoder before.pth --encoder after.pt \
+        --name before --name after --manifest DATA/test.tsv --ways 5 --ways 10 \
+        --shots 1 5 10 --queries 15 --episodes 600 --seed 0 --classifier ncm logreg \
+        --num-frames 1024 --norm audioset --cache-dir emb_cache --out results/fewshot
+
+Writes ``fewshot.json`` (settings, per-episode accuracies), ``fewshot.csv`` and
+``fewshot.png`` (accuracy against k) under ``--out`` and prints the table.
+"""
+
+import argparse
+import logging
+import os
+import sys
+import warnings
+from dataclasses import asdict
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from . import EvaluationError
+from ._cli import (add_encoder_args, check_encoders, cli_main, embed_all, embed_config,
+                   encoder_names, print_warnings)
+from .classifiers import (CLASSIFIERS, knn_predict, logreg_predict, ncm_predict,
+                          standardizer)
+from .episodes import Episode, sample_episodes, single_label_targets, stack_episodes
+from .report import Result, print_and_write
+
+__all__ = ["main", "plan_episodes", "run_fewshot"]
+
+logger = logging.getLogger("uamix_fairseq.evaluation")
+
+Plan = Dict[Tuple[int, int], List[Episode]]
+
+
+def plan_episodes(targets, class_names, ways_list: Sequence[int], shots_list: Sequence[int],
+                  queries: int, episodes: int, seed: int, source: str = "the data") -> Plan:
+    """Episodes for every (N, k), drawn before any embedding (a setting that cannot be
+    drawn stops the run before the slow part)."""
+    return {
+        (ways, shots): sample_episodes(targets, ways, shots, queries, episodes, seed,
+                                       class_names=class_names, source=source)
+        for ways in ways_list for shots in shots_list
+    }
+
+
+STANDARDIZE = ("data", "support")
+
+
+def _classifiers(names: Sequence[str], knn_ks: Sequence[int], logreg_c: float,
+                 stats=None):
+    out = []
+    for name in names:
+        if name == "ncm":
+            out.append(("ncm", lambda s, ys, q, k: ncm_predict(s, ys, q, k)))
+        elif name == "logreg":
+            out.append(("logreg", lambda s, ys, q, k: logreg_predict(
+                s, ys, q, k, C=logreg_c, stats=stats)))
+        elif name == "knn":
+            for kk in dict.fromkeys(knn_ks):
+                out.append((f"knn{kk}",
+                            lambda s, ys, q, k, kk=kk: knn_predict(s, ys, q, kk, k)))
+        else:
+            raise EvaluationError(f"unknown classifier {name!r}; choose from "
+                                  f"{', '.join(CLASSIFIERS)}")
+    return out
+
+
+def run_fewshot(embeddings: Sequence[np.ndarray], names: Sequence[str], plan: Plan,
+                classifiers: Sequence[str] = ("ncm", "logreg"), knn_ks: Sequence[int] = (1,),
+                logreg_c: float = 1.0, standardize: str = "data",
+                max_chunk_elements: int = 10_000_000) -> List[Result]:
+    """Accuracy of every encoder x classifier on every episode of ``plan``.
+
+    ``embeddings[i]`` is encoder ``names[i]``'s ``[num_clips, D]`` matrix, rows in the
+    order the episodes' clip indices refer to. Returns one ``Result`` per encoder,
+    classifier and (N, k), holding the per-episode accuracies.
+
+    ``standardize`` (logistic regression only): ``"data"`` z-scores features with the
+    mean and standard deviation of all ``num_clips`` embeddings of the encoder (labels
+    unused; the same for every episode), ``"support"`` with each episode's support set
+    (from 1-5 clips per class these estimates are noisy, and features that happen to
+    vary little across the support get amplified).
+    """
+    if len(embeddings) != len(names):
+        raise ValueError(f"{len(embeddings)} embedding matrices for {len(names)} names")
+    if standardize not in STANDARDIZE:
+        raise EvaluationError(f"standardize must be one of {STANDARDIZE}, got {standardize!r}")
+    _classifiers(classifiers, knn_ks, logreg_c)  # unknown names fail before any work
+    results = []
+    for (ways, shots), episodes in plan.items():
+        st = stack_episodes(episodes)
+        width = st["support"].shape[1] + st["query"].shape[1]
+        for emb, name in zip(embeddings, names):
+            emb = np.asarray(emb)
+            stats = standardizer(emb) if standardize == "data" else None
+            specs = _classifiers(classifiers, knn_ks, logreg_c, stats)
+            chunk = max(1, max_chunk_elements // (width * emb.shape[1]))
+            acc = {label: [] for label, _ in specs}
+            for start in range(0, len(episodes), chunk):
+                sel = slice(start, start + chunk)
+                support = emb[st["support"][sel]].astype(np.float64)
+                query = emb[st["query"][sel]].astype(np.float64)
+                for label, predict in specs:
+                    pred = predict(support, st["support_labels"][sel], query, ways)
+                    acc[label].append((pred == st["query_labels"][sel]).mean(axis=1))
+            for label, _ in specs:
+                results.append(Result(encoder=name, classifier=label, metric="accuracy",
+                                      unit="episode", values=np.concatenate(acc[label]),
+                                      ways=ways, shots=shots))
+            logger.info("%d-way %d-shot, %s: %s", ways, shots, name, ", ".join(
+                f"{r.classifier} {100 * r.summary.mean:.2f}%" for r in results[-len(specs):]))
+    return results
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m uamix_fairseq.evaluation.fewshot",
+        description="N-way k-shot evaluation of frozen AudioMAE encoders: the same seeded "
+        "episodes for every encoder, mean accuracy with a 95% Student-t interval over "
+        "episodes, and paired differences against the first encoder.")
+    add_encoder_args(p)
+    g = p.add_argument_group("data and episodes")
+    g.add_argument("--manifest", required=True, help="fairseq manifest of the clips "
+                   "episodes are drawn from (e.g. DATA/test.tsv)")
+    g.add_argument("--labels", default=None, help="label file, one class per manifest "
+                   "clip line (default: the manifest's path with .label)")
+    g.add_argument("--ways", type=int, nargs="+", action="extend", default=None,
+                   metavar="N", help="classes per episode; repeat or list several "
+                   "(default: 5)")
+    g.add_argument("--shots", type=int, nargs="+", action="extend", default=None,
+                   metavar="K", help="support clips per class (default: 1 5 10)")
+    g.add_argument("--queries", type=int, default=15,
+                   help="query clips per class (default: 15)")
+    g.add_argument("--episodes", type=int, default=600, help="episodes per (N, k) "
+                   "(default: 600)")
+    g.add_argument("--seed", type=int, default=0, help="episode seed (default: 0)")
+    g.add_argument("--classifier", nargs="+", action="extend", default=None,
+                   choices=list(CLASSIFIERS), help="ncm: nearest class mean (cosine); "
+                   "logreg: multinomial logistic regression on standardised features; "
+                   "knn: cosine k-NN (default: ncm logreg)")
+    g.add_argument("--standardize", choices=list(STANDARDIZE), default="data",
+                   help="logreg feature scaling: z-score with the statistics of all clips "
+                   "of --manifest (data, labels unused) or of each episode's support "
+                   "set (support) (default: data)")
+    g.add_argument("--knn", type=int, nargs="+", default=[1], metavar="K",
+                   help="neighbours for --classifier knn, capped at the support size "
+                   "(default: 1)")
+    return p
+
+
+def _run(args) -> int:
+    ways_list = sorted(set(args.ways or [5]))
+    shots_list = sorted(set(args.shots or [1, 5, 10]))
+    classifiers = list(dict.fromkeys(args.classifier or ["ncm", "logreg"]))
+    if any(k < 1 for k in args.knn):
+        raise EvaluationError(f"--knn values must be at least 1, got {args.knn}")
+    names = encoder_names(args.encoder, args.name)
+    cfg = embed_config(args)
+
+    from ..labels import label_path_for, read_labels
+
+    label_path = args.labels or label_path_for(args.manifest)
+    labels = read_labels(args.manifest, label_path)
+    class_names, targets = single_label_targets(labels, source=label_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            plan = plan_episodes(targets, class_names, ways_list, shots_list,
+                                 args.queries, args.episodes, args.seed, source=label_path)
+        finally:
+            print_warnings(caught)
+    check_encoders(args.encoder, cfg)
+    embeddings = embed_all(args.encoder, names, args.manifest, cfg, args, len(labels))
+    results = run_fewshot(embeddings, names, plan, classifiers, args.knn, args.logreg_c,
+                          args.standardize)
+
+    settings = {
+        "command": "fewshot", "manifest": os.path.abspath(args.manifest),
+        "labels": os.path.abspath(label_path), "num_clips": len(labels),
+        "num_classes": len(class_names), "ways": ways_list, "shots": shots_list,
+        "queries": args.queries, "episodes": args.episodes, "seed": args.seed,
+        "classifiers": classifiers, "knn": args.knn if "knn" in classifiers else None,
+        "logreg_c": args.logreg_c,
+        "standardize": args.standardize if "logreg" in classifiers else None,
+        "embedding": asdict(cfg),
+        "episode_stream": "numpy default_rng([seed, N, k, queries]) per setting",
+    }
+    encoders = [{"name": n, "path": os.path.abspath(p)} for n, p in zip(names, args.encoder)]
+    title = (f"few-shot accuracy on {os.path.basename(args.manifest)} "
+             f"({args.episodes} episodes, {args.queries} queries/class, seed {args.seed})")
+    paths = print_and_write(results, names, args.out, "fewshot", settings, encoders,
+                            title=title, plot=True)
+    print("wrote " + ", ".join(paths.values()), file=sys.stderr)
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return cli_main(_run, build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

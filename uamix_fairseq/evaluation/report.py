@@ -1,0 +1,237 @@
+"""Results of an evaluation: screen table, JSON, CSV and the accuracy-vs-k plot.
+
+A ``Result`` holds the per-unit values (one accuracy per episode, one 0/1 correctness
+per test clip, or one AP per class) of one encoder under one classifier and setting,
+their summary (mean ± 95% interval, see ``stats``) and the paired difference to the
+first encoder on the same units. Values are fractions in [0, 1]; the table and the plot
+show percentages.
+"""
+
+import csv
+import importlib.util
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from .stats import Summary, mean_ci, paired_difference
+
+__all__ = ["CSV_FIELDS", "Result", "add_paired_differences", "format_table",
+           "plot_fewshot", "print_and_write", "write_csv", "write_json"]
+
+
+@dataclass
+class Result:
+    encoder: str
+    classifier: str
+    metric: str                 # "accuracy" or "mAP"
+    unit: str                   # what one value is: "episode", "clip" or "class"
+    values: np.ndarray
+    ways: Optional[int] = None  # few-shot N
+    shots: Optional[int] = None  # few-shot k
+    summary: Summary = field(init=False)
+    reference: Optional[str] = None  # encoder the difference is taken against
+    diff: Optional[Summary] = None   # this minus the reference, paired by unit
+
+    def __post_init__(self):
+        self.values = np.asarray(self.values, dtype=np.float64)
+        self.summary = mean_ci(self.values)
+
+    @property
+    def setting(self):
+        return (self.classifier, self.ways, self.shots, self.metric)
+
+
+def add_paired_differences(results: Sequence[Result], encoder_order: Sequence[str]):
+    """Set ``reference`` and ``diff`` of every result of encoders after the first,
+    against the first encoder's result for the same setting (same units)."""
+    first = encoder_order[0]
+    base = {r.setting: r for r in results if r.encoder == first}
+    for r in results:
+        ref = base.get(r.setting)
+        if r.encoder == first or ref is None:
+            continue
+        r.reference = first
+        r.diff = paired_difference(ref.values, r.values)
+
+
+def _sorted(results: Sequence[Result], encoder_order: Sequence[str]) -> List[Result]:
+    """Grouped by classifier (in order of first appearance), N, k, then encoder."""
+    rank = {name: i for i, name in enumerate(encoder_order)}
+    first = {c: i for i, c in enumerate(dict.fromkeys(r.classifier for r in results))}
+    return sorted(results, key=lambda r: (first[r.classifier], r.metric, r.ways or 0,
+                                          r.shots or 0, rank[r.encoder]))
+
+
+_PLURAL = {"episode": "episodes", "clip": "clips", "class": "classes"}
+
+
+def _pct(s: Summary, signed=False) -> str:
+    sign = "+" if signed else ""
+    ci = "n/a" if np.isnan(s.ci) else f"{100 * s.ci:.2f}"
+    return f"{100 * s.mean:{sign}.2f} ± {ci}"
+
+
+def format_table(results: Sequence[Result], encoder_order: Sequence[str],
+                 title: str = "") -> str:
+    """Fixed-width text table: one row per (classifier, N, k, encoder), percentages."""
+    rows = _sorted(results, encoder_order)
+    fewshot = any(r.ways is not None for r in rows)
+    ref = encoder_order[0]
+    header = ["classifier"] + (["N", "k"] if fewshot else []) + \
+        ["encoder", "metric", "n", "mean ± 95% CI (%)", f"Δ vs {ref} (%)"]
+    lines = []
+    for r in rows:
+        cells = [r.classifier]
+        if fewshot:
+            cells += [str(r.ways), str(r.shots)]
+        count = f"{r.summary.n} {_PLURAL.get(r.unit, r.unit)}"
+        cells += [r.encoder, r.metric, count, _pct(r.summary),
+                  _pct(r.diff, signed=True) if r.diff is not None else "-"]
+        lines.append(cells)
+    widths = [max(len(h), *(len(c[i]) for c in lines)) for i, h in enumerate(header)]
+    numeric = {"N", "k", "n"}
+
+    def fmt(cells):
+        return "  ".join(c.rjust(w) if h in numeric or h.startswith(("mean", "Δ"))
+                         else c.ljust(w) for c, w, h in zip(cells, widths, header)).rstrip()
+
+    out = [title] if title else []
+    out += [fmt(header), "  ".join("-" * w for w in widths)]
+    previous = None
+    for r, cells in zip(rows, lines):
+        group = r.setting
+        if previous is not None and group != previous and len(encoder_order) > 1:
+            out.append("")
+        previous = group
+        out.append(fmt(cells))
+    return "\n".join(out)
+
+
+CSV_FIELDS = ["encoder", "classifier", "ways", "shots", "metric", "unit", "n", "mean",
+              "ci95", "std", "low", "high", "diff_vs", "diff_mean", "diff_ci95"]
+
+
+def _record(r: Result, with_values: bool) -> Dict:
+    s, d = r.summary, r.diff
+    rec = {
+        "encoder": r.encoder, "classifier": r.classifier, "ways": r.ways,
+        "shots": r.shots, "metric": r.metric, "unit": r.unit, "n": s.n,
+        "mean": s.mean, "ci95": s.ci, "std": s.std, "low": s.low, "high": s.high,
+        "diff_vs": r.reference, "diff_mean": d.mean if d else None,
+        "diff_ci95": d.ci if d else None,
+    }
+    rec = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in rec.items()}
+    if with_values:
+        rec["values"] = [float(v) for v in r.values]
+    return rec
+
+
+def write_json(path, results: Sequence[Result], encoder_order: Sequence[str],
+               settings: Dict, encoders: Sequence[Dict]):
+    """JSON with the settings, the encoders and every result (with per-unit values)."""
+    rows = _sorted(results, encoder_order)
+    payload = {
+        "settings": settings,
+        "encoders": list(encoders),
+        "interval": "95% Student-t over units (episodes, test clips or classes); "
+                    "values are fractions",
+        "results": [_record(r, with_values=True) for r in rows],
+    }
+    _atomic_write(path, json.dumps(payload, indent=1, allow_nan=False) + "\n")
+
+
+def write_csv(path, results: Sequence[Result], encoder_order: Sequence[str]):
+    """One CSV row per result (fractions; empty cells for missing values)."""
+    rows = _sorted(results, encoder_order)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: ("" if v is None else v)
+                             for k, v in _record(r, with_values=False).items()})
+    os.replace(tmp, path)
+
+
+def _atomic_write(path, text: str):
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def plot_fewshot(path, results: Sequence[Result], encoder_order: Sequence[str],
+                 title: str = "") -> None:
+    """PNG of accuracy (%) against k: one panel per (classifier, N), one line per
+    encoder, error bars = 95% interval. Needs matplotlib; draws on a bare ``Figure``
+    (rendered by Agg), so no display is needed and pyplot's global state is untouched."""
+    from matplotlib.figure import Figure
+
+    fewshot = [r for r in results if r.shots is not None]
+    if not fewshot:
+        raise ValueError("no few-shot results to plot")
+    # One row per classifier (in the table's order), one column per N.
+    classifiers = list(dict.fromkeys(r.classifier for r in fewshot))
+    ways_list = sorted({r.ways for r in fewshot})
+    panels = [(c, w) for c in classifiers for w in ways_list]
+    nrows, cols = len(classifiers), len(ways_list)
+    fig = Figure(figsize=(4.2 * cols, 3.4 * nrows))
+    axes = fig.subplots(nrows, cols, squeeze=False)
+    all_shots = sorted({r.shots for r in fewshot})
+    span = (all_shots[-1] - all_shots[0]) or 1
+    for p, (ax, (classifier, ways)) in enumerate(zip(axes.ravel(), panels)):
+        shots_seen = set()
+        for i, name in enumerate(encoder_order):
+            rs = sorted((r for r in fewshot if r.classifier == classifier
+                         and r.ways == ways and r.encoder == name), key=lambda r: r.shots)
+            if not rs:
+                continue
+            shots_seen.update(r.shots for r in rs)
+            # A small sideways offset per encoder keeps overlapping error bars apart.
+            dodge = (i - (len(encoder_order) - 1) / 2) * 0.015 * span
+            ax.errorbar([r.shots + dodge for r in rs], [100 * r.summary.mean for r in rs],
+                        yerr=[0 if np.isnan(r.summary.ci) else 100 * r.summary.ci
+                              for r in rs],
+                        marker="o", capsize=3, label=name, color=f"C{i}")
+        ax.axhline(100.0 / ways, color="0.5", linestyle=":", linewidth=1,
+                   label="chance" if p == 0 else None)
+        ax.set_xticks(sorted(shots_seen))
+        ax.set_title(f"{classifier}, {ways}-way")
+        ax.set_xlabel("shots per class (k)")
+        ax.set_ylabel("accuracy (%)")
+        ax.grid(alpha=0.3)
+        if p == 0:
+            ax.legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    tmp = f"{path}.tmp.png"
+    fig.savefig(tmp, dpi=110, format="png")
+    os.replace(tmp, path)
+
+
+def print_and_write(results: List[Result], encoder_order: Sequence[str], out_dir,
+                    stem: str, settings: Dict, encoders: Sequence[Dict],
+                    title: str = "", plot: bool = False, stream=None) -> Dict[str, str]:
+    """Add paired differences, print the table, write ``<stem>.json``/``.csv`` (and
+    ``.png`` with ``plot``) under ``out_dir``; return the paths written."""
+    stream = stream or sys.stdout
+    add_paired_differences(results, encoder_order)
+    print(format_table(results, encoder_order, title), file=stream, flush=True)
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {"json": os.path.join(out_dir, f"{stem}.json"),
+             "csv": os.path.join(out_dir, f"{stem}.csv")}
+    write_json(paths["json"], results, encoder_order, settings, encoders)
+    write_csv(paths["csv"], results, encoder_order)
+    if plot:
+        if importlib.util.find_spec("matplotlib") is None:
+            print("note: matplotlib is not installed, so no plot was written "
+                  "(pip install matplotlib)", file=sys.stderr)
+        else:
+            paths["png"] = os.path.join(out_dir, f"{stem}.png")
+            plot_fewshot(paths["png"], results, encoder_order, title)
+    return paths
