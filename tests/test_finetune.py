@@ -7,6 +7,7 @@ recipe, one update of each other recipe; all shrunk to CPU and run side by side)
 fairseq-validate on a checkpoint without its encoder file.
 """
 
+import json
 import math
 import os
 import re
@@ -446,3 +447,36 @@ def test_recipe_lr_follows_the_base_lr_rule(name):
     cfg = OmegaConf.load(os.path.join(REPO, "configs", f"{name}.yaml"))
     batch = cfg.dataset.batch_size * cfg.distributed_training.distributed_world_size
     assert cfg.optimization.lr[0] == pytest.approx(1e-3 * batch / 256)
+
+
+def test_esc50_five_fold_script_averages_the_folds(corpus, tmp_path):
+    """scripts/esc50_5fold.sh on two generated folds: trains each, reads each fold's
+    best accuracy from its checkpoint, and writes the mean."""
+    data = str(tmp_path / "folds")
+    os.makedirs(data)
+    for f in (1, 2):
+        for split, src in (("train", "train"), ("test", "valid")):
+            for ext in ("tsv", "label"):
+                shutil.copy(os.path.join(corpus["data"], f"{src}.{ext}"),
+                            os.path.join(data, f"fold{f}_{split}.{ext}"))
+    out = str(tmp_path / "out")
+    env = dict(os.environ, FOLDS="1 2", CONFIG="finetune_demo", OMP_NUM_THREADS="1",
+               PYTHONWARNINGS="ignore", PYTHON=sys.executable,
+               UAMIX_TRAIN_CMD=os.path.join(os.path.dirname(sys.executable),
+                                            "fairseq-hydra-train"))
+    proc = subprocess.run(
+        ["bash", os.path.join(REPO, "scripts", "esc50_5fold.sh"), data, corpus["encoder"],
+         out, "++task.num_frames=32", "++dataset.batch_size=6",
+         "++optimization.max_update=2", "++lr_scheduler.warmup_updates=1"],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    with open(os.path.join(out, "esc50_5fold.json")) as fh:
+        summary = json.load(fh)
+    assert summary["num_folds"] == 2 and summary["metric"] == "accuracy"
+    folds = summary["folds"]
+    assert set(folds) == {"1", "2"} and all(0 <= v <= 100 for v in folds.values())
+    assert abs(summary["mean"] - (folds["1"] + folds["2"]) / 2) < 1e-9
+    missing = subprocess.run(["bash", os.path.join(REPO, "scripts", "esc50_5fold.sh"),
+                              str(tmp_path), corpus["encoder"], out],
+                             env=env, capture_output=True, text=True)
+    assert missing.returncode == 2 and "fold1_train.tsv is missing" in missing.stderr
