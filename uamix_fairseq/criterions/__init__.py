@@ -1,2 +1,3 @@
 from . import uamix_nnclr  # noqa: F401
 from . import uamix_classification  # noqa: F401
+from . import uamix_mae  # noqa: F401

@@ -1,2 +1,3 @@
 from . import uamix_audiomae  # noqa: F401
 from . import uamix_audiomae_classifier  # noqa: F401
+from . import uamix_audiomae_mae  # noqa: F401

@@ -1,0 +1,211 @@
+"""AudioMAE's masked-autoencoder objective: masking, patch order, the loss, and
+(continued) pretraining through fairseq-hydra-train with configs/mae_demo.yaml."""
+
+import os
+import shutil
+
+import pytest
+import torch
+
+import uamix_fairseq  # noqa: F401  (registers the components)
+from uamix_fairseq.audiomae import (AudioMAEEncoder, EncoderConfig, load_audiomae,
+                                    save_audiomae, write_random_audiomae)
+from uamix_fairseq.mae import (MAEDecoder, encode_visible, masked_mse, normalized_targets,
+                               patchify, random_masking, unpatchify)
+
+from fairseq_helpers import USER_DIR, run_train
+
+
+# ------------------------------------------------------------------ plain PyTorch
+def test_random_masking_keeps_exact_count_and_differs_per_clip():
+    b, n, d = 6, 40, 3
+    tokens = torch.arange(b * n * d, dtype=torch.float32).reshape(b, n, d)
+    for ratio in (0.8, 0.75, 0.5):
+        g = torch.Generator().manual_seed(0)
+        visible, mask, ids_restore = random_masking(tokens, ratio, g)
+        keep = round(n * (1 - ratio))
+        assert visible.shape == (b, keep, d)
+        assert torch.equal(mask.sum(dim=1), torch.full((b,), float(n - keep)))
+        # Visible tokens are exactly the unmasked ones of each clip.
+        for i in range(b):
+            kept_ids = (visible[i, :, 0] - tokens[i, 0, 0]).long() // d
+            assert set(kept_ids.tolist()) == set(torch.nonzero(mask[i] == 0).flatten().tolist())
+            assert sorted(ids_restore[i].tolist()) == list(range(n))
+        masks = {tuple(m.tolist()) for m in mask}
+        assert len(masks) == b, "clips share a mask"
+    # Same generator seed: same masks.
+    m1 = random_masking(tokens, 0.8, torch.Generator().manual_seed(3))[1]
+    m2 = random_masking(tokens, 0.8, torch.Generator().manual_seed(3))[1]
+    assert torch.equal(m1, m2)
+    with pytest.raises(ValueError):
+        random_masking(tokens, 1.0)
+
+
+def test_patchify_token_order_and_round_trip():
+    p, t, f = 4, 12, 8  # grid 3 x 2
+    x = torch.randn(2, 1, t, f)
+    patches = patchify(x, p)
+    assert patches.shape == (2, 6, 16)
+    for k in range(6):
+        ti, fi = k // (f // p), k % (f // p)
+        expected = x[:, 0, ti * p:(ti + 1) * p, fi * p:(fi + 1) * p].reshape(2, -1)
+        assert torch.equal(patches[:, k], expected)
+    assert torch.equal(unpatchify(patches, p, t, f), x)
+    # The encoder's conv patch embedding sees the same patches in the same order.
+    enc = AudioMAEEncoder(EncoderConfig(embed_dim=8, depth=1, num_heads=2, patch_size=p,
+                                        num_frames=t, num_mel_bins=f))
+    conv = enc.patch_embed(x)
+    w = enc.patch_embed.proj.weight.reshape(8, -1)
+    linear = patches @ w.T + enc.patch_embed.proj.bias
+    assert torch.allclose(conv, linear, atol=1e-5)
+
+
+def test_normalised_targets_by_hand():
+    patch = torch.tensor([[[1.0, 2.0, 3.0, 6.0]]])  # mean 3, unbiased var 14/3
+    mean, var = 3.0, ((1 - 3) ** 2 + (2 - 3) ** 2 + 0 + (6 - 3) ** 2) / 3
+    expected = torch.tensor([[[(v - mean) / (var + 1e-6) ** 0.5 for v in (1, 2, 3, 6)]]])
+    assert torch.allclose(normalized_targets(patch), expected, atol=1e-6)
+    pred = torch.zeros(1, 1, 4)
+    mask = torch.ones(1, 1)
+    assert torch.allclose(masked_mse(pred, patch, mask, norm_pix=True),
+                          (expected ** 2).mean(), atol=1e-6)
+    assert torch.allclose(masked_mse(pred, patch, mask, norm_pix=False),
+                          torch.tensor((1 + 4 + 9 + 36) / 4.0))
+
+
+def test_loss_counts_masked_patches_only():
+    g = torch.Generator().manual_seed(0)
+    pred = torch.randn(3, 10, 16, generator=g)
+    target = torch.randn(3, 10, 16, generator=g)
+    mask = (torch.rand(3, 10, generator=g) > 0.5).float()
+    mask[:, 0] = 1
+    loss = masked_mse(pred, target, mask)
+    changed = pred.clone()
+    changed[mask == 0] += 100.0
+    assert torch.allclose(masked_mse(changed, target, mask), loss)
+    changed = pred.clone()
+    changed[mask == 1] += 1.0
+    assert not torch.allclose(masked_mse(changed, target, mask), loss)
+    # By hand: mean over masked patches of the per-patch mean squared error.
+    norm = normalized_targets(target)
+    per_patch = ((pred - norm) ** 2).mean(-1)
+    assert torch.allclose(loss, per_patch[mask == 1].mean())
+
+
+def test_decoder_keys_and_visible_encoding():
+    cfg = EncoderConfig(embed_dim=16, depth=2, num_heads=2, num_frames=32, num_mel_bins=32)
+    enc = AudioMAEEncoder(cfg)
+    dec = MAEDecoder(16, 8, 1, 2, cfg.patch_size, cfg.grid)
+    keys = set(dec.state_dict())
+    for k in ("mask_token", "decoder_embed.weight", "decoder_pos_embed",
+              "decoder_blocks.0.attn.qkv.weight", "decoder_norm.weight", "decoder_pred.weight"):
+        assert k in keys
+    x = torch.randn(2, 1, 32, 32)
+    latent, mask, ids_restore = encode_visible(enc, x, 0.75, torch.Generator().manual_seed(0))
+    assert latent.shape == (2, 1 + 1, 16)  # 4 patches, 1 visible, plus cls
+    assert dec(latent, ids_restore).shape == (2, 4, 256)
+    # Nothing masked: the same as the encoder's own forward, up to token order.
+    latent, _, ids_restore = encode_visible(enc, x, 0.0, torch.Generator().manual_seed(0))
+    full = enc(x)
+    restored = latent[:, 1:].gather(1, ids_restore[:, :, None].expand(-1, -1, 16))
+    assert torch.allclose(restored, full[:, 1:], atol=1e-5)
+    assert torch.allclose(latent[:, 0], full[:, 0], atol=1e-5)
+
+
+def test_a_few_steps_reduce_the_loss():
+    torch.manual_seed(0)
+    cfg = EncoderConfig(embed_dim=32, depth=2, num_heads=2, num_frames=32, num_mel_bins=32)
+    enc = AudioMAEEncoder(cfg)
+    dec = MAEDecoder(32, 16, 1, 2, cfg.patch_size, cfg.grid)
+    x = torch.randn(4, 1, 32, 32)
+    opt = torch.optim.AdamW([*enc.parameters(), *dec.parameters()], lr=1e-3)
+
+    def loss_at(seed):
+        latent, mask, ids = encode_visible(enc, x, 0.5, torch.Generator().manual_seed(seed))
+        return masked_mse(dec(latent, ids), patchify(x, cfg.patch_size), mask)
+
+    first = loss_at(0).item()
+    for _ in range(30):
+        opt.zero_grad()
+        loss_at(0).backward()
+        opt.step()
+    assert loss_at(0).item() < 0.8 * first
+
+
+# ------------------------------------------------------------------ fairseq
+TINY = EncoderConfig(embed_dim=64, depth=2, num_heads=1, num_frames=32)
+
+
+def _overrides(corpus, save_dir, ckpt=""):
+    args = {
+        "task.data": corpus, "task.num_frames": 32,
+        "model.audiomae_checkpoint": f"'{ckpt}'" if ckpt else "''",
+        "model.embed_dim": 64, "model.depth": 2, "model.num_heads": 1,
+        "model.decoder_embed_dim": 32, "model.decoder_depth": 1, "model.decoder_num_heads": 1,
+        "common.user_dir": USER_DIR, "common.log_interval": 1,
+        "checkpoint.save_dir": save_dir, "checkpoint.save_interval_updates": 2,
+        "dataset.batch_size": 4, "dataset.validate_interval_updates": 2,
+        "optimization.max_update": 4, "lr_scheduler.warmup_updates": 1,
+    }
+    return [f"++{k}={v}" for k, v in args.items()]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mae")
+    corpus = str(root / "corpus")
+    import subprocess
+    import sys
+    subprocess.run([sys.executable, "-m", "uamix_fairseq.demo_data", corpus,
+                    "--clips-per-class", "4", "--seconds", "0.5"], check=True,
+                   capture_output=True)
+    ckpt = str(root / "tiny.pth")
+    write_random_audiomae(ckpt, TINY, seed=0)  # decoder_embed 32 x 64, decoder_pred 256 x 32
+    return root, corpus, ckpt
+
+
+@pytest.mark.parametrize("start", ["scratch", "file"])
+def test_fairseq_pretraining_and_export(setup, start, tmp_path):
+    root, corpus, ckpt = setup
+    save_dir = str(tmp_path / "ckpt")
+    code, log = run_train(_overrides(corpus, save_dir, ckpt if start == "file" else ""),
+                          cwd=str(tmp_path), config_name="mae_demo")
+    assert code == 0, log[-4000:]
+    assert "num_updates=4" in log and "loss=" in log and "mask_ratio=0.812" in log
+    last = os.path.join(save_dir, "checkpoint_last.pt")
+    state = torch.load(last, map_location="cpu", weights_only=False)["model"]
+    assert "decoder.mask_token" in state and "encoder.blocks.1.attn.qkv.weight" in state
+    if start == "file":
+        # mask_token is not loaded: write_random_audiomae stores it at encoder width.
+        assert "decoder entries loaded: 2" in log
+        original = torch.load(ckpt, weights_only=False)["model"]
+        first = torch.load(os.path.join(save_dir, "checkpoint_1_2.pt"),
+                           weights_only=False)["model"]
+        # Continued from the file: its decoder entries were loaded, then trained.
+        assert first["decoder.decoder_embed.weight"].shape == original["decoder_embed.weight"].shape
+        assert (first["decoder.decoder_pred.weight"]
+                - original["decoder_pred.weight"]).abs().max() < 0.05
+        assert torch.equal(state["encoder.pos_embed"], original["pos_embed"])
+        assert not torch.equal(state["encoder.blocks.0.attn.qkv.weight"],
+                               original["blocks.0.attn.qkv.weight"])
+
+    # Rebuilds without the original file (task state).
+    from fairseq import checkpoint_utils
+    if start == "file":
+        shutil.move(ckpt, ckpt + ".gone")
+    try:
+        models, _, _ = checkpoint_utils.load_model_ensemble_and_task([last])
+    finally:
+        if start == "file":
+            shutil.move(ckpt + ".gone", ckpt)
+    model = models[0].eval()
+
+    # Export: load_audiomae reads the encoder out of the fairseq checkpoint.
+    enc = load_audiomae(last).eval()
+    exported = str(tmp_path / "exported.pth")
+    save_audiomae(enc, exported)
+    again = load_audiomae(exported).eval()
+    x = torch.randn(3, 1, 32, 128)
+    with torch.no_grad():
+        assert torch.equal(enc(x), again(x))
+        assert torch.allclose(enc(x), model.encoder(x), atol=1e-6)

@@ -1,0 +1,53 @@
+"""fairseq criterion `uamix_mae`: AudioMAE's masked-patch reconstruction loss
+(``uamix_fairseq.mae.masked_mse``), logged as ``loss`` (mean squared error per masked
+patch, averaged over clips)."""
+
+from dataclasses import dataclass, field
+
+from fairseq import metrics
+from fairseq.criterions import FairseqCriterion, register_criterion
+from fairseq.dataclass import FairseqDataclass
+
+from ..mae import masked_mse
+
+
+@dataclass
+class UamixMAECriterionConfig(FairseqDataclass):
+    norm_pix_loss: bool = field(
+        default=True,
+        metadata={"help": "targets normalised per patch (mean 0, variance 1 over its "
+                  "pixels), as AudioMAE's pretraining"},
+    )
+
+
+@register_criterion("uamix_mae", dataclass=UamixMAECriterionConfig)
+class UamixMAECriterion(FairseqCriterion):
+    def __init__(self, cfg: UamixMAECriterionConfig, task):
+        super().__init__(task)
+        self.cfg = cfg
+
+    def forward(self, model, sample, reduce=True):
+        out = model(**sample["net_input"])
+        b = out["pred"].shape[0]
+        # Every clip has the same number of masked patches, so batch mean * B is the
+        # sum of per-clip losses; fairseq divides by sample_size = B.
+        loss = masked_mse(out["pred"], out["target"], out["mask"], self.cfg.norm_pix_loss) * b
+        logging_output = {"loss": loss.detach(), "ntokens": b, "nsentences": b,
+                          "sample_size": b,
+                          "masked": out["mask"].detach().float().mean() * b}
+        return loss, b, logging_output
+
+    @staticmethod
+    def reduce_metrics(logging_outputs) -> None:
+        def total(key):
+            return sum(float(log.get(key, 0)) for log in logging_outputs)
+
+        n = total("sample_size")
+        if n == 0:
+            return
+        metrics.log_scalar("loss", total("loss") / n, n, round=4)
+        metrics.log_scalar("mask_ratio", total("masked") / n, n, round=3)
+
+    @staticmethod
+    def logging_outputs_can_be_summed() -> bool:
+        return True

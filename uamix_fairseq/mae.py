@@ -1,0 +1,177 @@
+"""AudioMAE's masked-autoencoder objective in plain PyTorch.
+
+- ``patchify`` / ``unpatchify``: fbank [B, 1, T, F] <-> patches [B, N, p*p] in the
+  encoder's token order (token k is the patch at t = k // (F/p), f = k % (F/p); pixels
+  inside a patch time-major), as AudioMAE's ``patchify``.
+- ``random_masking``: per-clip random choice of round(N * (1 - ratio)) visible patches.
+- ``encode_visible``: the ``AudioMAEEncoder`` run on the visible patches only.
+- ``MAEDecoder``: the light ViT decoder, with the official key names (``mask_token``,
+  ``decoder_embed``, ``decoder_pos_embed``, ``decoder_blocks``, ``decoder_norm``,
+  ``decoder_pred``), so an official pretrained file's decoder loads by name.
+- ``masked_mse``: per-patch normalised targets, mean squared error over masked patches.
+
+Nothing here imports fairseq.
+"""
+
+import logging
+from typing import Dict, Optional, Tuple
+
+import torch
+from torch import nn
+
+from .audiomae import LAYER_NORM_EPS, AudioMAEEncoder, Block, resize_pos_embed, sincos_pos_embed
+
+logger = logging.getLogger(__name__)
+
+DECODER_PREFIXES = ("mask_token", "decoder_embed.", "decoder_pos_embed", "decoder_blocks.",
+                    "decoder_norm.", "decoder_pred.")
+
+
+def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
+    """[B, 1, T, F] -> [B, (T/p)*(F/p), p*p], token order of the encoder."""
+    if x.ndim != 4 or x.shape[1] != 1:
+        raise ValueError(f"expected fbank batch [B, 1, T, F], got {tuple(x.shape)}")
+    b, _, t, f = x.shape
+    if t % p or f % p:
+        raise ValueError(f"{t} frames x {f} mel bins is not a multiple of the patch size {p}")
+    h, w = t // p, f // p
+    x = x.reshape(b, h, p, w, p).permute(0, 1, 3, 2, 4)  # [B, h, w, p(time), p(freq)]
+    return x.reshape(b, h * w, p * p)
+
+
+def unpatchify(patches: torch.Tensor, p: int, num_frames: int, num_mel_bins: int) -> torch.Tensor:
+    """Inverse of ``patchify``: [B, N, p*p] -> [B, 1, T, F]."""
+    b, n, pp = patches.shape
+    h, w = num_frames // p, num_mel_bins // p
+    if pp != p * p or n != h * w:
+        raise ValueError(f"patches {tuple(patches.shape)} do not tile {num_frames} x "
+                         f"{num_mel_bins} with {p}x{p} patches")
+    x = patches.reshape(b, h, w, p, p).permute(0, 1, 3, 2, 4)
+    return x.reshape(b, 1, h * p, w * p)
+
+
+def num_visible(num_patches: int, mask_ratio: float) -> int:
+    if not 0.0 <= mask_ratio < 1.0:
+        raise ValueError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
+    keep = int(round(num_patches * (1.0 - mask_ratio)))
+    if keep < 1:
+        raise ValueError(f"mask_ratio {mask_ratio} leaves no visible patch of {num_patches}")
+    return keep
+
+
+def random_masking(tokens: torch.Tensor, mask_ratio: float,
+                   generator: Optional[torch.Generator] = None):
+    """Keep round(N * (1 - mask_ratio)) random tokens per clip.
+
+    tokens [B, N, D] -> (visible [B, N_keep, D] in random order, mask [B, N] with 1 for
+    masked patches (encoder token order), ids_restore [B, N]: the position of each patch
+    in the shuffled order, to put decoder tokens back in place).
+    The noise is drawn on the generator's device (CPU by default) and moved.
+    """
+    b, n, d = tokens.shape
+    keep = num_visible(n, mask_ratio)
+    gen_device = generator.device if generator is not None else tokens.device
+    noise = torch.rand(b, n, generator=generator, device=gen_device).to(tokens.device)
+    ids_shuffle = noise.argsort(dim=1)
+    ids_restore = ids_shuffle.argsort(dim=1)
+    ids_keep = ids_shuffle[:, :keep]
+    visible = tokens.gather(1, ids_keep[:, :, None].expand(-1, -1, d))
+    mask = torch.ones(b, n, device=tokens.device, dtype=tokens.dtype)
+    mask[:, :keep] = 0
+    mask = mask.gather(1, ids_restore)
+    return visible, mask, ids_restore
+
+
+def encode_visible(encoder: AudioMAEEncoder, x: torch.Tensor, mask_ratio: float,
+                   generator: Optional[torch.Generator] = None):
+    """Run ``encoder`` on a random subset of the patches of ``x`` [B, 1, T, F].
+
+    Patch embedding + positions, keep the visible patches, prepend cls (+ its position),
+    blocks, final norm. Returns (latent [B, 1 + N_keep, D], mask, ids_restore).
+    """
+    encoder._check_input(x)
+    tokens = encoder.patch_embed(x) + encoder.pos_embed[:, 1:, :]
+    visible, mask, ids_restore = random_masking(tokens, mask_ratio, generator)
+    cls = (encoder.cls_token + encoder.pos_embed[:, :1, :]).expand(x.shape[0], -1, -1)
+    h = torch.cat([cls, visible], dim=1)
+    for blk in encoder.blocks:
+        h = blk(h)
+    return encoder._finish(h), mask, ids_restore
+
+
+class MAEDecoder(nn.Module):
+    """The MAE decoder: latent [B, 1 + N_keep, D] + ids_restore -> pixels [B, N, p*p]."""
+
+    def __init__(self, embed_dim: int, decoder_dim: int, depth: int, num_heads: int,
+                 patch_size: int, grid: Tuple[int, int], mlp_ratio: float = 4.0):
+        super().__init__()
+        self.grid = tuple(grid)
+        self.decoder_embed = nn.Linear(embed_dim, decoder_dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
+        # Fixed sin-cos, never trained (a buffer, as the encoder's pos_embed).
+        self.register_buffer("decoder_pos_embed", sincos_pos_embed(decoder_dim, *self.grid))
+        self.decoder_blocks = nn.ModuleList(
+            Block(decoder_dim, num_heads, mlp_ratio, 0.0) for _ in range(depth))
+        self.decoder_norm = nn.LayerNorm(decoder_dim, eps=LAYER_NORM_EPS)
+        self.decoder_pred = nn.Linear(decoder_dim, patch_size * patch_size)
+        nn.init.normal_(self.mask_token, std=0.02)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, latent: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
+        x = self.decoder_embed(latent)
+        b, n = ids_restore.shape
+        masked = self.mask_token.expand(b, n + 1 - x.shape[1], -1)
+        patches = torch.cat([x[:, 1:, :], masked], dim=1)
+        patches = patches.gather(1, ids_restore[:, :, None].expand(-1, -1, x.shape[2]))
+        x = torch.cat([x[:, :1, :], patches], dim=1) + self.decoder_pos_embed
+        for blk in self.decoder_blocks:
+            x = blk(x)
+        return self.decoder_pred(self.decoder_norm(x))[:, 1:, :]
+
+    def load_matching(self, state: Dict[str, torch.Tensor], path="<state dict>"):
+        """Load the decoder entries of an official file whose shapes match (the
+        positional table is resized along time if only its length differs); returns
+        (loaded keys, skipped keys)."""
+        own = self.state_dict()
+        loaded, skipped = [], []
+        for k, v in state.items():
+            if not k.startswith(DECODER_PREFIXES):
+                continue
+            if k == "decoder_pos_embed" and k in own and v.ndim == 3 \
+                    and v.shape[2] == own[k].shape[2] and v.shape != own[k].shape \
+                    and (v.shape[1] - 1) % self.grid[1] == 0:
+                v = resize_pos_embed(v, ((v.shape[1] - 1) // self.grid[1], self.grid[1]),
+                                     self.grid)
+            if k in own and own[k].shape == v.shape:
+                own[k] = v.float()
+                loaded.append(k)
+            else:
+                skipped.append(k)
+        self.load_state_dict(own, strict=True)
+        if skipped:
+            logger.info("%s: decoder entries not loaded (absent here or other shape): %s",
+                        path, ", ".join(sorted(skipped)[:10]))
+        return loaded, skipped
+
+
+def normalized_targets(target_patches: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Each patch minus its mean, divided by sqrt(var + eps) over its pixels (unbiased
+    variance, as MAE's ``norm_pix_loss``)."""
+    mean = target_patches.mean(dim=-1, keepdim=True)
+    var = target_patches.var(dim=-1, keepdim=True)
+    return (target_patches - mean) / (var + eps) ** 0.5
+
+
+def masked_mse(pred: torch.Tensor, target_patches: torch.Tensor, mask: torch.Tensor,
+               norm_pix: bool = True) -> torch.Tensor:
+    """Mean over masked patches of the per-patch mean squared error.
+
+    pred, target_patches [B, N, p*p]; mask [B, N] (1 = masked: only those count).
+    """
+    target = normalized_targets(target_patches) if norm_pix else target_patches
+    per_patch = ((pred.float() - target.float()) ** 2).mean(dim=-1)
+    mask = mask.float()
+    return (per_patch * mask).sum() / mask.sum().clamp_min(1.0)

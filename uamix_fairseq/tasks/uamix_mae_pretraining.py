@@ -1,0 +1,101 @@
+"""fairseq task `uamix_mae_pretraining`: AudioMAE's masked-autoencoder pretraining (or
+continued pretraining) on unlabelled audio listed in fairseq manifests.
+
+Per step the task turns the batch of waveforms (randomly cropped by the dataset) into
+normalised fbank on the training device and gives the model a seeded generator for the
+patch masks (one seed per update and rank in training, per batch in validation, so
+validation losses are comparable between checkpoints). No views, no augmentation.
+"""
+
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+from fairseq.tasks import FairseqTask, register_task
+
+from ..data.audio_dataset import AudioClipDataset
+from ..distributed import rank_and_world
+from ..frontend import batch_fbank, model_input
+from .uamix_contrastive import (AudioDataConfig, check_audio_data_config, frontend_config,
+                                split_manifest)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class UamixMAEPretrainingConfig(AudioDataConfig):
+    pass
+
+
+@register_task("uamix_mae_pretraining", dataclass=UamixMAEPretrainingConfig)
+class UamixMAEPretrainingTask(FairseqTask):
+    cfg: UamixMAEPretrainingConfig
+
+    def __init__(self, cfg: UamixMAEPretrainingConfig):
+        super().__init__(cfg)
+        self.frontend_cfg = frontend_config(cfg)
+        # Encoder shape, saved in the checkpoint's task state so that the model can be
+        # rebuilt without the AudioMAE file (see UamixAudioMAEMAEModel.build_model).
+        self.encoder_config = None
+        self.restored_encoder_config = None
+
+    @classmethod
+    def setup_task(cls, cfg: UamixMAEPretrainingConfig, **kwargs):
+        check_audio_data_config(cfg)
+        return cls(cfg)
+
+    def load_dataset(self, split, epoch=1, combine=False, **kwargs):
+        path = split_manifest(self.cfg.data, split)
+        is_train = split == getattr(self.cfg, "train_subset", "train")
+        self.datasets[split] = AudioClipDataset(
+            path, max_samples=self.frontend_cfg.max_samples,
+            sample_rate=self.cfg.sample_rate, resample=self.cfg.resample,
+            random_crop=is_train, seed=self.cfg.seed, skip_bad_audio=self.cfg.skip_bad_audio,
+        )
+        logger.info("%s: %d clips from %s", split, len(self.datasets[split]), path)
+
+    # ---------------------------------------------------------------- features
+    def make_features(self, sample, generator):
+        """Waveforms -> ``net_input = {"source": [B, 1, T, F], "generator": ...}``."""
+        net_input = sample["net_input"]
+        fbank, _ = batch_fbank(net_input["waveform"], net_input["lengths"], self.frontend_cfg)
+        out = dict(sample)
+        out["net_input"] = {"source": model_input(fbank, self.frontend_cfg),
+                            "generator": generator}
+        return out
+
+    def _generator(self, step_seed):
+        rank, _ = rank_and_world()
+        seed = ((self.cfg.seed * 7919 + step_seed) * 131 + rank) % (2**63)
+        return torch.Generator().manual_seed(seed)
+
+    # ---------------------------------------------------------------- steps
+    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        sample = self.make_features(sample, self._generator(update_num))
+        return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+
+    def valid_step(self, sample, model, criterion):
+        seed = int(sample["id"][0]) if len(sample["id"]) else 0
+        sample = self.make_features(sample, self._generator(-1 - seed))
+        return super().valid_step(sample, model, criterion)
+
+    def optimizer_step(self, optimizer, model, update_num):
+        if not all("unit" in g for g in optimizer.param_groups):
+            raise ValueError(
+                "task uamix_mae_pretraining needs optimizer._name=uamix_adamw: it keeps "
+                "biases, norms, the cls and mask tokens out of weight decay"
+            )
+        super().optimizer_step(optimizer, model, update_num)
+
+    # ---------------------------------------------------------------- state
+    def state_dict(self):
+        return {"encoder_config": self.encoder_config}
+
+    def load_state_dict(self, state_dict):
+        # Only while a checkpoint is restored: the model then takes its shape from here.
+        self.restored_encoder_config = state_dict.get("encoder_config")
+        self.encoder_config = self.restored_encoder_config or self.encoder_config
+
+    def max_positions(self):
+        return None
