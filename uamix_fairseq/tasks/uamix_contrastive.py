@@ -108,6 +108,19 @@ def split_manifest(data: str, split: str) -> str:
     return path
 
 
+def unlabelled_dataset(cfg: AudioDataConfig, frontend: FrontendConfig, split: str):
+    """The clips of ``<data>/<split>.tsv``: random crops for "train", crops from the
+    start otherwise (shared by the tuning and MAE pretraining tasks)."""
+    path = split_manifest(cfg.data, split)
+    dataset = AudioClipDataset(
+        path, max_samples=frontend.max_samples, sample_rate=cfg.sample_rate,
+        resample=cfg.resample, random_crop=split == "train", seed=cfg.seed,
+        skip_bad_audio=cfg.skip_bad_audio,
+    )
+    logger.info("%s: %d clips from %s", split, len(dataset), path)
+    return dataset
+
+
 def find_uamix_model(model):
     """The plugin model inside fairseq's DDP wrappers: in distributed training it is
     ModuleProxyWrapper -> (Legacy)DistributedDataParallel -> model, two ``.module``s."""
@@ -147,14 +160,7 @@ class UamixContrastiveTask(FairseqTask):
         return len(read_manifest(path))
 
     def load_dataset(self, split, epoch=1, combine=False, **kwargs):
-        path = split_manifest(self.cfg.data, split)
-        is_train = split == getattr(self.cfg, "train_subset", "train")
-        self.datasets[split] = AudioClipDataset(
-            path, max_samples=self.frontend_cfg.max_samples,
-            sample_rate=self.cfg.sample_rate, resample=self.cfg.resample,
-            random_crop=is_train, seed=self.cfg.seed, skip_bad_audio=self.cfg.skip_bad_audio,
-        )
-        logger.info("%s: %d clips from %s", split, len(self.datasets[split]), path)
+        self.datasets[split] = unlabelled_dataset(self.cfg, self.frontend_cfg, split)
 
     # ---------------------------------------------------------------- features
     def make_views(self, sample, generator):

@@ -8,17 +8,15 @@ validation losses are comparable between checkpoints). No views, no augmentation
 """
 
 import logging
-import os
 from dataclasses import dataclass
 
 import torch
 from fairseq.tasks import FairseqTask, register_task
 
-from ..data.audio_dataset import AudioClipDataset
 from ..distributed import rank_and_world
 from ..frontend import batch_fbank, model_input
 from .uamix_contrastive import (AudioDataConfig, check_audio_data_config, frontend_config,
-                                split_manifest)
+                                unlabelled_dataset)
 
 logger = logging.getLogger(__name__)
 
@@ -46,14 +44,7 @@ class UamixMAEPretrainingTask(FairseqTask):
         return cls(cfg)
 
     def load_dataset(self, split, epoch=1, combine=False, **kwargs):
-        path = split_manifest(self.cfg.data, split)
-        is_train = split == getattr(self.cfg, "train_subset", "train")
-        self.datasets[split] = AudioClipDataset(
-            path, max_samples=self.frontend_cfg.max_samples,
-            sample_rate=self.cfg.sample_rate, resample=self.cfg.resample,
-            random_crop=is_train, seed=self.cfg.seed, skip_bad_audio=self.cfg.skip_bad_audio,
-        )
-        logger.info("%s: %d clips from %s", split, len(self.datasets[split]), path)
+        self.datasets[split] = unlabelled_dataset(self.cfg, self.frontend_cfg, split)
 
     # ---------------------------------------------------------------- features
     def make_features(self, sample, generator):
