@@ -209,3 +209,31 @@ def test_fairseq_pretraining_and_export(setup, start, tmp_path):
     with torch.no_grad():
         assert torch.equal(enc(x), again(x))
         assert torch.allclose(enc(x), model.encoder(x), atol=1e-6)
+
+
+def test_export_keeps_the_mae_decoder(tmp_path):
+    """`python -m uamix_fairseq.export` on an MAE checkpoint writes the decoder too, in
+    the official layout, and load_audiomae still reads the encoder alone."""
+    from uamix_fairseq.audiomae import AudioMAEEncoder, EncoderConfig, load_audiomae
+    from uamix_fairseq.export import main as export_main
+    from uamix_fairseq.mae import MAEDecoder
+
+    enc = AudioMAEEncoder(EncoderConfig(embed_dim=64, depth=2, num_heads=1, num_frames=32))
+    dec = MAEDecoder(64, 32, depth=1, num_heads=1, patch_size=16, grid=(2, 8))
+    state = {**{f"encoder.{k}": v for k, v in enc.state_dict().items()},
+             **{f"decoder.{k}": v for k, v in dec.state_dict().items()}}
+    ckpt = tmp_path / "checkpoint_last.pt"
+    torch.save({"model": state, "task_state": {"encoder_config": {
+        "config": {"embed_dim": 64, "depth": 2, "num_heads": 1, "num_frames": 32},
+        "final_norm": "norm"}}}, ckpt)
+    out = tmp_path / "exported.pth"
+    assert export_main([str(ckpt), str(out)]) == 0
+    saved = torch.load(out, weights_only=True)["model"]
+    for k, v in dec.state_dict().items():
+        assert torch.equal(saved[k], v), k
+    x = torch.randn(2, 1, 32, 128)
+    assert torch.equal(load_audiomae(out)(x), enc(x))
+    fresh = MAEDecoder(64, 32, depth=1, num_heads=1, patch_size=16, grid=(2, 8))
+    loaded, skipped = fresh.load_matching(saved)
+    assert sorted(loaded) == sorted(dec.state_dict()) and not skipped
+

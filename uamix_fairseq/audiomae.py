@@ -476,7 +476,8 @@ def encoder_for_model(checkpoint: str, restored: Optional[dict], field: str,
                          drop_path_rate=drop_path_rate)
 
 
-def save_audiomae(encoder: AudioMAEEncoder, path, extra: Optional[dict] = None):
+def save_audiomae(encoder: AudioMAEEncoder, path, extra: Optional[dict] = None,
+                  decoder_state: Optional[Dict[str, torch.Tensor]] = None):
     """Write ``encoder`` in the official AudioMAE layout: ``{"model": state_dict, ...}``.
 
     AudioMAE's own fine-tuning code and timm ports read it (they ignore decoder keys
@@ -485,6 +486,12 @@ def save_audiomae(encoder: AudioMAEEncoder, path, extra: Optional[dict] = None):
     half-written checkpoint in place of a good one.
     """
     state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
+    # An MAE decoder (official names: mask_token, decoder_*) rides along, as in AudioMAE's
+    # pretrained files, so that pretraining can be continued from the exported file.
+    for k, v in (decoder_state or {}).items():
+        if k in state:
+            raise ValueError(f"decoder entry {k!r} collides with an encoder entry")
+        state[k] = v.detach().cpu().contiguous()
     payload = {"model": state, "uamix_encoder_config": asdict(encoder.cfg)}
     if extra:
         payload.update(extra)

@@ -1,4 +1,5 @@
-"""Export the tuned encoder of a fairseq checkpoint in the official AudioMAE layout,
+"""Export the encoder (and, for MAE pretraining checkpoints, the decoder) of a fairseq
+checkpoint in the official AudioMAE layout,
 for AudioMAE's own fine-tuning code, timm ports, or ``load_audiomae``:
 
     python -m uamix_fairseq.export CHECKPOINT.pt OUT.pth
@@ -8,7 +9,16 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from .audiomae import CheckpointError, load_audiomae, save_audiomae
+from .audiomae import CheckpointError, _read_file, load_audiomae, save_audiomae
+
+
+def decoder_entries(path) -> dict:
+    """The MAE decoder of a checkpoint of this plugin's `uamix_audiomae_mae` model
+    (kept under ``decoder.``), with official key names; {} when there is none."""
+    obj = _read_file(path)
+    state = obj.get("model", obj) if isinstance(obj.get("model", obj), dict) else obj
+    return {k[len("decoder."):]: v for k, v in state.items()
+            if k.startswith("decoder.") and hasattr(v, "shape")}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -23,9 +33,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    save_audiomae(encoder, args.out)
+    decoder = decoder_entries(args.checkpoint)
+    save_audiomae(encoder, args.out, decoder_state=decoder)
     print(f"wrote {args.out} ({encoder.depth} blocks x {encoder.embed_dim} dims, "
-          f"{encoder.cfg.num_frames} frames)")
+          f"{encoder.cfg.num_frames} frames" + (f", MAE decoder: {len(decoder)} entries"
+                                                if decoder else "") + ")")
     return 0
 
 
