@@ -31,6 +31,7 @@ from fairseq.dataclass import FairseqDataclass
 
 from ..distributed import is_distributed, rank_and_world
 from ..evaluation.classifiers import mean_average_precision
+from .logging_sums import logged_total
 
 
 @dataclass
@@ -114,7 +115,7 @@ class UamixClassificationCriterion(FairseqCriterion):
     @staticmethod
     def reduce_metrics(logging_outputs) -> None:
         def total(key):
-            return sum(float(log.get(key, 0)) for log in logging_outputs)
+            return logged_total(logging_outputs, key)
 
         n = total("sample_size")
         if n == 0:

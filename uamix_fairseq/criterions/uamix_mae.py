@@ -9,6 +9,7 @@ from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.dataclass import FairseqDataclass
 
 from ..mae import masked_mse
+from .logging_sums import logged_total
 
 
 @dataclass
@@ -40,7 +41,7 @@ class UamixMAECriterion(FairseqCriterion):
     @staticmethod
     def reduce_metrics(logging_outputs) -> None:
         def total(key):
-            return sum(float(log.get(key, 0)) for log in logging_outputs)
+            return logged_total(logging_outputs, key)
 
         n = total("sample_size")
         if n == 0:

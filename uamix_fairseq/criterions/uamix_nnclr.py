@@ -22,6 +22,7 @@ from omegaconf import II
 from ..distributed import gather_rows, rank_and_world
 from ..mixing import MIX_MODES, PARTNER_MODES, mix_batch
 from ..nnclr import nnclr_loss, soft_target_loss
+from .logging_sums import logged_total
 
 
 @dataclass
@@ -146,7 +147,7 @@ class UamixNNCLRCriterion(FairseqCriterion):
     @staticmethod
     def reduce_metrics(logging_outputs) -> None:
         def total(key):
-            return sum(float(log.get(key, 0)) for log in logging_outputs)
+            return logged_total(logging_outputs, key)
 
         n = total("sample_size")
         if n == 0:

@@ -23,6 +23,7 @@ from ..frontend import batch_fbank, model_input
 from ..labels import class_index, label_path_for, read_labels
 from ..mixing import mix_partner, sample_lambda
 from ..views import spec_augment_widths
+from .encoder_state import EncoderStateMixin, require_uamix_adamw
 from .uamix_contrastive import (AudioDataConfig, check_audio_data_config, frontend_config,
                                 split_manifest)
 
@@ -87,7 +88,7 @@ def mixup_waveforms(waveform, lengths, target, prob: float, alpha: float, genera
 
 
 @register_task("uamix_audio_classification", dataclass=UamixAudioClassificationConfig)
-class UamixAudioClassificationTask(FairseqTask):
+class UamixAudioClassificationTask(EncoderStateMixin, FairseqTask):
     cfg: UamixAudioClassificationConfig
 
     def __init__(self, cfg: UamixAudioClassificationConfig):
@@ -97,8 +98,7 @@ class UamixAudioClassificationTask(FairseqTask):
         # model was trained with, and the encoder shape (rebuild without the file).
         self.classes = None
         self.multilabel = None
-        self.encoder_config = None
-        self.restored_encoder_config = None
+        self._init_encoder_state()
 
     @classmethod
     def setup_task(cls, cfg: UamixAudioClassificationConfig, from_checkpoint=False, **kwargs):
@@ -172,18 +172,15 @@ class UamixAudioClassificationTask(FairseqTask):
     def optimizer_step(self, optimizer, model, update_num):
         # Nothing is frozen here, so fairseq's plain step suffices; but without the
         # uamix_adamw optimizer the layer-wise lr decay would silently not happen.
-        if not all("unit" in g for g in optimizer.param_groups):
-            raise ValueError(
-                "task uamix_audio_classification needs optimizer._name=uamix_adamw: it "
-                "applies the layer-wise lr decay (model.layer_decay) and keeps biases, "
-                "norms and the cls token out of weight decay"
-            )
+        require_uamix_adamw(optimizer, "uamix_audio_classification", "it applies the "
+                            "layer-wise lr decay (model.layer_decay) and keeps biases, norms "
+                            "and the cls token out of weight decay")
         super().optimizer_step(optimizer, model, update_num)
 
     # ---------------------------------------------------------------- state
     def state_dict(self):
         return {"classes": self.classes, "multilabel": self.multilabel,
-                "encoder_config": self.encoder_config}
+                **self._encoder_state_dict()}
 
     def load_state_dict(self, state_dict):
         classes = state_dict.get("classes")
@@ -197,9 +194,7 @@ class UamixAudioClassificationTask(FairseqTask):
                 )
             self.classes = list(classes)
             self.multilabel = bool(state_dict["multilabel"])
-        # Only while a checkpoint is restored: the model then takes its shape from here.
-        self.restored_encoder_config = state_dict.get("encoder_config")
-        self.encoder_config = self.restored_encoder_config or self.encoder_config
+        self._load_encoder_state(state_dict)
 
     def max_positions(self):
         return None

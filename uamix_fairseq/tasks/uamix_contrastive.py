@@ -22,6 +22,7 @@ from ..distributed import rank_and_world
 from ..frontend import FrontendConfig, batch_fbank, model_input
 from ..manifest import read_manifest
 from ..views import ViewConfig, two_views
+from .encoder_state import EncoderStateMixin, require_uamix_adamw
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ def find_uamix_model(model):
 
 
 @register_task("uamix_contrastive", dataclass=UamixContrastiveConfig)
-class UamixContrastiveTask(FairseqTask):
+class UamixContrastiveTask(EncoderStateMixin, FairseqTask):
     cfg: UamixContrastiveConfig
 
     def __init__(self, cfg: UamixContrastiveConfig):
@@ -141,8 +142,7 @@ class UamixContrastiveTask(FairseqTask):
         self.view_cfg.validate(prefix="task.view_")
         # Encoder shape, saved in the checkpoint's task state so that the model can be
         # rebuilt without the AudioMAE file (see UamixAudioMAEModel.build_model).
-        self.encoder_config = None
-        self.restored_encoder_config = None
+        self._init_encoder_state()
         self.num_train_clips = self._count_clips("train")
 
     @classmethod
@@ -207,25 +207,14 @@ class UamixContrastiveTask(FairseqTask):
         frozen = inner.frozen_units()
         for p in inner.frozen_parameters():
             p.grad = None  # fills from legacy_ddp; None grads are skipped entirely
+        require_uamix_adamw(optimizer, "uamix_contrastive", "it applies layer-wise lr "
+                            "decay and keeps frozen blocks bit-identical")
         groups = list(optimizer.param_groups)
-        if not all("unit" in g for g in groups):
-            raise ValueError(
-                "task uamix_contrastive needs optimizer._name=uamix_adamw: it applies "
-                "layer-wise lr decay and keeps frozen blocks bit-identical"
-            )
         for g in groups:
             g["frozen"] = g["unit"] in frozen
         optimizer.set_lr(optimizer.get_lr())
         optimizer.step()
 
     # ---------------------------------------------------------------- state
-    def state_dict(self):
-        return {"encoder_config": self.encoder_config}
-
-    def load_state_dict(self, state_dict):
-        # Only while a checkpoint is restored: the model then takes its shape from here.
-        self.restored_encoder_config = state_dict.get("encoder_config")
-        self.encoder_config = self.restored_encoder_config or self.encoder_config
-
     def max_positions(self):
         return None

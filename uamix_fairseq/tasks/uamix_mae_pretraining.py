@@ -15,6 +15,7 @@ from fairseq.tasks import FairseqTask, register_task
 
 from ..distributed import rank_and_world
 from ..frontend import batch_fbank, model_input
+from .encoder_state import EncoderStateMixin, require_uamix_adamw
 from .uamix_contrastive import (AudioDataConfig, check_audio_data_config, frontend_config,
                                 unlabelled_dataset)
 
@@ -27,7 +28,7 @@ class UamixMAEPretrainingConfig(AudioDataConfig):
 
 
 @register_task("uamix_mae_pretraining", dataclass=UamixMAEPretrainingConfig)
-class UamixMAEPretrainingTask(FairseqTask):
+class UamixMAEPretrainingTask(EncoderStateMixin, FairseqTask):
     cfg: UamixMAEPretrainingConfig
 
     def __init__(self, cfg: UamixMAEPretrainingConfig):
@@ -35,8 +36,7 @@ class UamixMAEPretrainingTask(FairseqTask):
         self.frontend_cfg = frontend_config(cfg)
         # Encoder shape, saved in the checkpoint's task state so that the model can be
         # rebuilt without the AudioMAE file (see UamixAudioMAEMAEModel.build_model).
-        self.encoder_config = None
-        self.restored_encoder_config = None
+        self._init_encoder_state()
 
     @classmethod
     def setup_task(cls, cfg: UamixMAEPretrainingConfig, **kwargs):
@@ -72,21 +72,10 @@ class UamixMAEPretrainingTask(FairseqTask):
         return super().valid_step(sample, model, criterion)
 
     def optimizer_step(self, optimizer, model, update_num):
-        if not all("unit" in g for g in optimizer.param_groups):
-            raise ValueError(
-                "task uamix_mae_pretraining needs optimizer._name=uamix_adamw: it keeps "
-                "biases, norms, the cls and mask tokens out of weight decay"
-            )
+        require_uamix_adamw(optimizer, "uamix_mae_pretraining", "it keeps biases, norms, "
+                            "the cls and mask tokens out of weight decay")
         super().optimizer_step(optimizer, model, update_num)
 
     # ---------------------------------------------------------------- state
-    def state_dict(self):
-        return {"encoder_config": self.encoder_config}
-
-    def load_state_dict(self, state_dict):
-        # Only while a checkpoint is restored: the model then takes its shape from here.
-        self.restored_encoder_config = state_dict.get("encoder_config")
-        self.encoder_config = self.restored_encoder_config or self.encoder_config
-
     def max_positions(self):
         return None

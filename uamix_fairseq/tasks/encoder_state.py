@@ -1,0 +1,35 @@
+"""What every uamix task shares about its encoder: the shape saved in the checkpoint's
+task state (so a model rebuilds without the original encoder file), and the check that
+the `uamix_adamw` optimizer is in use (layer decay, freezing, no decay on norms)."""
+
+
+class EncoderStateMixin:
+    """Mixed into the uamix fairseq tasks; call ``_init_encoder_state()`` in __init__.
+
+    ``encoder_config`` is what the model built last (saved with every checkpoint);
+    ``restored_encoder_config`` is set only while a checkpoint is restored, and only
+    then does a model take its shape from the task instead of the encoder file.
+    """
+
+    def _init_encoder_state(self):
+        self.encoder_config = None
+        self.restored_encoder_config = None
+
+    def _encoder_state_dict(self):
+        return {"encoder_config": self.encoder_config}
+
+    def _load_encoder_state(self, state_dict):
+        self.restored_encoder_config = state_dict.get("encoder_config")
+        self.encoder_config = self.restored_encoder_config or self.encoder_config
+
+    def state_dict(self):
+        return self._encoder_state_dict()
+
+    def load_state_dict(self, state_dict):
+        self._load_encoder_state(state_dict)
+
+
+def require_uamix_adamw(optimizer, task_name: str, why: str):
+    """A clear error when the optimizer's groups were not built by `uamix_adamw`."""
+    if not all("unit" in g for g in optimizer.param_groups):
+        raise ValueError(f"task {task_name} needs optimizer._name=uamix_adamw: {why}")
