@@ -78,18 +78,30 @@ class UamixNNCLRCriterion(FairseqCriterion):
         seed = (self.cfg.seed * 1_000_003 + self.num_updates) * 101 + rank
         return torch.Generator().manual_seed(seed % (2**63))
 
+    def mix(self, view1, gen):
+        """(mixed, lam, partner) of view 1 for L_mix, or (None, None, None) when off."""
+        if self.cfg.mix_mode == "none" or self.cfg.mix_weight == 0:
+            return None, None, None
+        return mix_batch(view1, self.cfg.mix_mode, self.cfg.mix_alpha,
+                         self.cfg.mix_partner, self.cfg.mix_snap, gen)
+
     def forward(self, model, sample, reduce=True):
         net_input = sample["net_input"]
         view1, view2 = net_input["view1"], net_input["view2"]
-        b = view1.shape[0]
         gen = self._generator()
-        use_mix = self.cfg.mix_mode != "none" and self.cfg.mix_weight > 0
-        mixed = lam = partner = None
-        if use_mix:
-            mixed, lam, partner = mix_batch(view1, self.cfg.mix_mode, self.cfg.mix_alpha,
-                                            self.cfg.mix_partner, self.cfg.mix_snap, gen)
+        mixed, lam, partner = self.mix(view1, gen)
+        out = model(view1=view1, view2=view2, mixed=mixed)
+        loss, logging_output = self.contrastive_loss(model, sample, out, lam, partner, gen)
+        return loss, view1.shape[0], logging_output
+
+    def contrastive_loss(self, model, sample, out, lam, partner, gen):
+        """L_clean + mix_weight * L_mix from the model's outputs ``out`` (z1, p1, z2, p2
+        and pm when mixing); updates the support queue in training. Returns (loss,
+        logging output). Shared by the criteria built on this one."""
+        view1 = sample["net_input"]["view1"]
+        b = view1.shape[0]
         # Losses in float32 whatever precision the model runs in.
-        out = {k: v.float() for k, v in model(view1=view1, view2=view2, mixed=mixed).items()}
+        out = {k: v.float() for k, v in out.items() if k[0] in "zp"}
         queue = model.support_queue
         ids = sample["id"].to(view1.device)
         real = torch.full((b,), not sample.get("is_dummy", False), device=view1.device)
@@ -114,7 +126,7 @@ class UamixNNCLRCriterion(FairseqCriterion):
         clean = 0.5 * (loss12 + loss21)
         loss = clean
         mix_loss = torch.zeros((), device=view1.device)
-        if use_mix:
+        if lam is not None:
             nn2_all, _ = global_rows(nn2, False)
             mix_loss, _ = soft_target_loss(out["pm"], nn2_all, lam, targets,
                                            partner.to(view1.device) + offset,
@@ -142,7 +154,7 @@ class UamixNNCLRCriterion(FairseqCriterion):
             "queue_fill_x_n": queue.filled / queue.size * b,
             "trainable_blocks_x_n": float(model.trainable_blocks * b),
         }
-        return loss, b, logging_output
+        return loss, logging_output
 
     @staticmethod
     def reduce_metrics(logging_outputs) -> None:
