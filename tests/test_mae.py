@@ -10,8 +10,9 @@ import torch
 import uamix_fairseq  # noqa: F401  (registers the components)
 from uamix_fairseq.audiomae import (AudioMAEEncoder, EncoderConfig, load_audiomae,
                                     save_audiomae, write_random_audiomae)
-from uamix_fairseq.mae import (MAEDecoder, encode_visible, masked_mse, normalized_targets,
-                               patchify, random_masking, unpatchify)
+from uamix_fairseq.mae import (MAEDecoder, encode_visible, mask_tokens, masked_mse,
+                               normalized_targets, patchify, random_masking, unpatchify,
+                               visible_count, window_attention_mask)
 
 from fairseq_helpers import USER_DIR, run_train
 
@@ -39,6 +40,69 @@ def test_random_masking_keeps_exact_count_and_differs_per_clip():
     assert torch.equal(m1, m2)
     with pytest.raises(ValueError):
         random_masking(tokens, 1.0)
+
+
+@pytest.mark.parametrize("mode,ratios,hidden_t,hidden_f", [
+    ("time", (0.5, 0.0, 0.0), 3, 0),            # 3 of 6 time columns
+    ("frequency", (0.75, 0.0, 0.0), 0, 3),      # 3 of 4 frequency rows
+    ("time_frequency", (0.0, 0.34, 0.5), 2, 2),  # round(6 * 0.34) = 2 columns, 2 rows
+])
+def test_stripe_masking_hides_whole_columns_and_rows(mode, ratios, hidden_t, hidden_f):
+    gt, gf, b = 6, 4, 5
+    tokens = torch.arange(b * gt * gf, dtype=torch.float32).reshape(b, gt * gf, 1)
+    visible, mask, ids_restore = mask_tokens(tokens, (gt, gf), mode, *ratios,
+                                             generator=torch.Generator().manual_seed(1))
+    keep = (gt - hidden_t) * (gf - hidden_f)
+    assert visible.shape == (b, keep, 1) == (b, visible_count((gt, gf), mode, *ratios), 1)
+    grid = mask.reshape(b, gt, gf).bool()
+    for i in range(b):
+        full_t = grid[i].all(dim=1)  # time columns masked across all frequencies
+        full_f = grid[i].all(dim=0)
+        assert int(full_t.sum()) >= hidden_t and int(full_f.sum()) >= hidden_f
+        # Masked = union of the hidden columns and rows, nothing else.
+        cols = full_t if hidden_t else torch.zeros(gt, dtype=torch.bool)
+        rows = full_f if hidden_f else torch.zeros(gf, dtype=torch.bool)
+        assert torch.equal(grid[i], cols[:, None] | rows[None, :])
+        kept = set((visible[i, :, 0] - tokens[i, 0, 0]).long().tolist())
+        assert kept == set(torch.nonzero(mask[i] == 0).flatten().tolist())
+        assert sorted(ids_restore[i].tolist()) == list(range(gt * gf))
+    # Restoring the shuffled order puts every token back in place.
+    shuffled = torch.cat([visible, torch.full((b, gt * gf - keep, 1), -1.0)], dim=1)
+    back = shuffled.gather(1, ids_restore[:, :, None])
+    assert torch.equal(back[mask == 0], tokens[mask == 0])
+    with pytest.raises(ValueError, match="no visible patch"):
+        mask_tokens(tokens, (gt, gf), "frequency", 0.9)
+    with pytest.raises(ValueError, match="mask mode"):
+        mask_tokens(tokens, (gt, gf), "diagonal")
+
+
+def test_window_attention_mask_by_hand():
+    # Grid 4 x 2, windows of 2 x 2: patches {0,1,2,3} and {4,5,6,7} (+1 for cls).
+    m = window_attention_mask((4, 2), (2, 2))
+    assert m[0].tolist() == [True] + [False] * 8 and m[:, 0].sum() == 1
+    assert m[1:, 1:].int().tolist() == [[1] * 4 + [0] * 4] * 4 + [[0] * 4 + [1] * 4] * 4
+    # Shifted by (1, 1): time rows {0}, {1, 2}, {3}; frequency {0}, {1}.
+    s = window_attention_mask((4, 2), (2, 2), shift=True)[1:, 1:]
+    groups = {tuple(torch.nonzero(row).flatten().tolist()) for row in s}
+    assert groups == {(0,), (1,), (2, 4), (3, 5), (6,), (7,)}
+    assert torch.equal(s, s.t())
+
+
+def test_local_decoder_is_local():
+    torch.manual_seed(0)
+    grid = (4, 4)
+    dec = MAEDecoder(8, 8, 1, 2, 4, grid, window=(2, 2)).eval()
+    latent = torch.randn(1, 1 + 16, 8)
+    ids = torch.arange(16)[None]
+    out = dec(latent, ids)
+    changed = latent.clone()
+    changed[0, 1] += 1.0  # patch 0 (t 0, f 0): in the window of patches 0, 1, 4, 5
+    diff = (dec(changed, ids) - out).abs().amax(dim=-1)[0]
+    assert set(torch.nonzero(diff > 1e-6).flatten().tolist()) == {0, 1, 4, 5}
+    assert not any("window" in k for k in dec.state_dict())
+    glob = MAEDecoder(8, 8, 1, 2, 4, grid).eval()
+    glob.load_state_dict(dec.state_dict())
+    assert (glob(changed, ids) - glob(latent, ids)).abs().amax(dim=-1).min() > 1e-6
 
 
 def test_patchify_token_order_and_round_trip():
@@ -168,10 +232,16 @@ def setup(tmp_path_factory):
 def test_fairseq_pretraining_and_export(setup, start, tmp_path):
     root, corpus, ckpt = setup
     save_dir = str(tmp_path / "ckpt")
-    code, log = run_train(_overrides(corpus, save_dir, ckpt if start == "file" else ""),
+    extra = []
+    if start == "file":  # also the structured masks and the local decoder
+        extra = ["++model.mask_mode=time", "++model.mask_ratio=0.5",
+                 "++model.decoder_window_time=2", "++model.decoder_window_freq=4"]
+    code, log = run_train(_overrides(corpus, save_dir, ckpt if start == "file" else "") + extra,
                           cwd=str(tmp_path), config_name="mae_demo")
     assert code == 0, log[-4000:]
-    assert "num_updates=4" in log and "loss=" in log and "mask_ratio=0.812" in log
+    # 13 of 16 patches (from scratch, random) or 1 of 2 time columns (file, time).
+    ratio = "0.812" if start == "scratch" else "0.5"
+    assert "num_updates=4" in log and "loss=" in log and f"mask_ratio={ratio}" in log
     last = os.path.join(save_dir, "checkpoint_last.pt")
     state = torch.load(last, map_location="cpu", weights_only=False)["model"]
     assert "decoder.mask_token" in state and "encoder.blocks.1.attn.qkv.weight" in state

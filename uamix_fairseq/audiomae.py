@@ -81,12 +81,12 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, dim * 3)  # q, k, v stacked in this order
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x):  # [B, L, D]
+    def forward(self, x, attn_mask=None):  # [B, L, D]; mask [L, L] bool, True = may attend
         b, n, d = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, d // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, H, L, D/H]
         # Fused kernel (flash / memory-efficient on GPU, plain math on CPU).
-        out = F.scaled_dot_product_attention(q, k, v)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
 
 
@@ -119,8 +119,9 @@ class Block(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.drop_path_rate = drop_path_rate
 
-    def forward(self, x):
-        x = x + drop_path(self.attn(self.norm1(x)), self.drop_path_rate, self.training)
+    def forward(self, x, attn_mask=None):
+        x = x + drop_path(self.attn(self.norm1(x), attn_mask), self.drop_path_rate,
+                          self.training)
         return x + drop_path(self.mlp(self.norm2(x)), self.drop_path_rate, self.training)
 
 

@@ -59,6 +59,25 @@ def num_visible(num_patches: int, mask_ratio: float) -> int:
     return keep
 
 
+MASK_MODES = ("random", "time", "frequency", "time_frequency")
+
+
+def _split_by_order(tokens: torch.Tensor, ids_shuffle: torch.Tensor, keep: int):
+    """The first ``keep`` tokens of ``ids_shuffle`` are visible, the rest masked."""
+    d = tokens.shape[2]
+    ids_restore = ids_shuffle.argsort(dim=1)
+    visible = tokens.gather(1, ids_shuffle[:, :keep, None].expand(-1, -1, d))
+    mask = torch.ones(ids_shuffle.shape, device=tokens.device, dtype=tokens.dtype)
+    mask[:, :keep] = 0
+    return visible, mask.gather(1, ids_restore), ids_restore
+
+
+def _uniform(shape, generator, device):
+    """Uniform noise drawn on the generator's device (CPU by default), then moved."""
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    return torch.rand(shape, generator=generator, device=gen_device).to(device)
+
+
 def random_masking(tokens: torch.Tensor, mask_ratio: float,
                    generator: Optional[torch.Generator] = None):
     """Keep round(N * (1 - mask_ratio)) random tokens per clip.
@@ -66,32 +85,86 @@ def random_masking(tokens: torch.Tensor, mask_ratio: float,
     tokens [B, N, D] -> (visible [B, N_keep, D] in random order, mask [B, N] with 1 for
     masked patches (encoder token order), ids_restore [B, N]: the position of each patch
     in the shuffled order, to put decoder tokens back in place).
-    The noise is drawn on the generator's device (CPU by default) and moved.
     """
-    b, n, d = tokens.shape
+    b, n, _ = tokens.shape
     keep = num_visible(n, mask_ratio)
-    gen_device = generator.device if generator is not None else tokens.device
-    noise = torch.rand(b, n, generator=generator, device=gen_device).to(tokens.device)
-    ids_shuffle = noise.argsort(dim=1)
-    ids_restore = ids_shuffle.argsort(dim=1)
-    ids_keep = ids_shuffle[:, :keep]
-    visible = tokens.gather(1, ids_keep[:, :, None].expand(-1, -1, d))
-    mask = torch.ones(b, n, device=tokens.device, dtype=tokens.dtype)
-    mask[:, :keep] = 0
-    mask = mask.gather(1, ids_restore)
-    return visible, mask, ids_restore
+    ids_shuffle = _uniform((b, n), generator, tokens.device).argsort(dim=1)
+    return _split_by_order(tokens, ids_shuffle, keep)
+
+
+def stripe_masking(tokens: torch.Tensor, grid: Tuple[int, int], time_ratio: float,
+                   freq_ratio: float, generator: Optional[torch.Generator] = None):
+    """Mask whole time columns and/or frequency rows of the patch grid (AudioMAE's
+    "time" / "frequency" / "time+frequency" masking).
+
+    Per clip, round(grid_t * time_ratio) random time positions and round(grid_f *
+    freq_ratio) random frequency positions are masked across the whole other axis; the
+    visible patches are the rest, (grid_t - m_t) * (grid_f - m_f) per clip, the same for
+    every clip. Same outputs as ``random_masking``.
+    """
+    b, n, _ = tokens.shape
+    gt, gf = grid
+    if gt * gf != n:
+        raise ValueError(f"{n} tokens do not form a {gt} x {gf} patch grid")
+    for name, ratio in (("time", time_ratio), ("frequency", freq_ratio)):
+        if not 0.0 <= ratio < 1.0:
+            raise ValueError(f"{name} mask ratio must be in [0, 1), got {ratio}")
+    mt, mf = int(round(gt * time_ratio)), int(round(gf * freq_ratio))
+    if mt >= gt or mf >= gf:
+        raise ValueError(f"time/frequency mask ratios {time_ratio}/{freq_ratio} leave no "
+                         f"visible patch of the {gt} x {gf} grid")
+
+    def masked_positions(size, count):  # [B, size] bool, `count` True per row
+        rank = _uniform((b, size), generator, tokens.device).argsort(dim=1).argsort(dim=1)
+        return rank < count
+
+    hidden = masked_positions(gt, mt)[:, :, None] | masked_positions(gf, mf)[:, None, :]
+    hidden = hidden.reshape(b, n)
+    # Visible first (random order among them), then masked: a stable sort on a key.
+    key = hidden.float() + 0.5 * _uniform((b, n), generator, tokens.device)
+    ids_shuffle = key.argsort(dim=1)
+    return _split_by_order(tokens, ids_shuffle, (gt - mt) * (gf - mf))
+
+
+def mask_tokens(tokens: torch.Tensor, grid: Tuple[int, int], mode: str = "random",
+                mask_ratio: float = 0.8, time_ratio: float = 0.0, freq_ratio: float = 0.0,
+                generator: Optional[torch.Generator] = None):
+    """Dispatch on ``mode`` (one of MASK_MODES): ``random`` masks ``mask_ratio`` of the
+    patches; ``time`` masks ``mask_ratio`` of the time columns, ``frequency`` of the
+    frequency rows; ``time_frequency`` masks ``time_ratio`` of the columns and
+    ``freq_ratio`` of the rows."""
+    if mode == "random":
+        return random_masking(tokens, mask_ratio, generator)
+    if mode == "time":
+        return stripe_masking(tokens, grid, mask_ratio, 0.0, generator)
+    if mode == "frequency":
+        return stripe_masking(tokens, grid, 0.0, mask_ratio, generator)
+    if mode == "time_frequency":
+        return stripe_masking(tokens, grid, time_ratio, freq_ratio, generator)
+    raise ValueError(f"mask mode must be one of {', '.join(MASK_MODES)}, got {mode!r}")
+
+
+def visible_count(grid: Tuple[int, int], mode: str = "random", mask_ratio: float = 0.8,
+                  time_ratio: float = 0.0, freq_ratio: float = 0.0) -> int:
+    """Visible patches per clip under ``mask_tokens`` (validates the ratios)."""
+    dummy = torch.zeros(1, grid[0] * grid[1], 1)
+    return mask_tokens(dummy, grid, mode, mask_ratio, time_ratio, freq_ratio,
+                       torch.Generator().manual_seed(0))[0].shape[1]
 
 
 def encode_visible(encoder: AudioMAEEncoder, x: torch.Tensor, mask_ratio: float,
-                   generator: Optional[torch.Generator] = None):
-    """Run ``encoder`` on a random subset of the patches of ``x`` [B, 1, T, F].
+                   generator: Optional[torch.Generator] = None, mode: str = "random",
+                   time_ratio: float = 0.0, freq_ratio: float = 0.0):
+    """Run ``encoder`` on a subset of the patches of ``x`` [B, 1, T, F] chosen by
+    ``mask_tokens`` (random by default).
 
     Patch embedding + positions, keep the visible patches, prepend cls (+ its position),
     blocks, final norm. Returns (latent [B, 1 + N_keep, D], mask, ids_restore).
     """
     encoder._check_input(x)
     tokens = encoder.patch_embed(x) + encoder.pos_embed[:, 1:, :]
-    visible, mask, ids_restore = random_masking(tokens, mask_ratio, generator)
+    visible, mask, ids_restore = mask_tokens(tokens, encoder.cfg.grid, mode, mask_ratio,
+                                             time_ratio, freq_ratio, generator)
     cls = (encoder.cls_token + encoder.pos_embed[:, :1, :]).expand(x.shape[0], -1, -1)
     h = torch.cat([cls, visible], dim=1)
     for blk in encoder.blocks:
@@ -99,13 +172,54 @@ def encode_visible(encoder: AudioMAEEncoder, x: torch.Tensor, mask_ratio: float,
     return encoder._finish(h), mask, ids_restore
 
 
+def window_attention_mask(grid: Tuple[int, int], window: Tuple[int, int],
+                          shift: bool = False) -> torch.Tensor:
+    """Boolean [1 + N, 1 + N] mask (True = may attend) of local attention over the patch
+    grid, with a leading cls token that attends only to itself [R].
+
+    Patches attend within non-overlapping windows of ``window`` = (time, frequency)
+    patches; with ``shift`` the window borders move by half a window along both axes
+    (windows at the edges are then smaller; nothing wraps around), so that alternating
+    layers connect neighbouring windows, in the spirit of the shifted windows of
+    AudioMAE's local decoder (a reconstruction: no relative position bias here, the
+    decoder keeps its absolute sin-cos positions).
+    """
+    (gt, gf), (wt, wf) = grid, window
+    if wt < 1 or wf < 1:
+        raise ValueError(f"decoder window must be >= 1 patch on both axes, got {window}")
+    t = torch.arange(gt)[:, None].expand(gt, gf).reshape(-1)
+    f = torch.arange(gf)[None, :].expand(gt, gf).reshape(-1)
+    st, sf = (wt // 2, wf // 2) if shift else (0, 0)
+    window_id = ((t + st) // wt) * (gf + wf) + (f + sf) // wf
+    same = window_id[:, None] == window_id[None, :]
+    mask = torch.zeros(1 + gt * gf, 1 + gt * gf, dtype=torch.bool)
+    mask[0, 0] = True
+    mask[1:, 1:] = same
+    return mask
+
+
 class MAEDecoder(nn.Module):
-    """The MAE decoder: latent [B, 1 + N_keep, D] + ids_restore -> pixels [B, N, p*p]."""
+    """The MAE decoder: latent [B, 1 + N_keep, D] + ids_restore -> pixels [B, N, p*p].
+
+    ``window`` (time, frequency patches) = (0, 0): global attention (AudioMAE's plain
+    decoder); otherwise local window attention with windows shifted on every other
+    layer (``window_attention_mask``). Masked dense attention: the same cost as global
+    attention here, the locality is what changes.
+    """
 
     def __init__(self, embed_dim: int, decoder_dim: int, depth: int, num_heads: int,
-                 patch_size: int, grid: Tuple[int, int], mlp_ratio: float = 4.0):
+                 patch_size: int, grid: Tuple[int, int], mlp_ratio: float = 4.0,
+                 window: Tuple[int, int] = (0, 0)):
         super().__init__()
         self.grid = tuple(grid)
+        self.window = tuple(window)
+        if any(self.window):
+            # Not in the state dict: rebuilt from the config.
+            self.register_buffer("window_mask", window_attention_mask(self.grid, self.window),
+                                 persistent=False)
+            self.register_buffer("shifted_window_mask",
+                                 window_attention_mask(self.grid, self.window, shift=True),
+                                 persistent=False)
         self.decoder_embed = nn.Linear(embed_dim, decoder_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
         # Fixed sin-cos, never trained (a buffer, as the encoder's pos_embed).
@@ -127,8 +241,11 @@ class MAEDecoder(nn.Module):
         patches = torch.cat([x[:, 1:, :], masked], dim=1)
         patches = patches.gather(1, ids_restore[:, :, None].expand(-1, -1, x.shape[2]))
         x = torch.cat([x[:, :1, :], patches], dim=1) + self.decoder_pos_embed
-        for blk in self.decoder_blocks:
-            x = blk(x)
+        for i, blk in enumerate(self.decoder_blocks):
+            if any(self.window):
+                x = blk(x, self.shifted_window_mask if i % 2 else self.window_mask)
+            else:
+                x = blk(x)
         return self.decoder_pred(self.decoder_norm(x))[:, 1:, :]
 
     def load_matching(self, state: Dict[str, torch.Tensor], path="<state dict>"):

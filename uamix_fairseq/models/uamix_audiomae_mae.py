@@ -14,7 +14,7 @@ from fairseq.models import BaseFairseqModel, register_model
 from omegaconf import II
 
 from ..audiomae import AudioMAEEncoder, _read_file, encoder_for_model, vit_config
-from ..mae import MAEDecoder, encode_visible, num_visible, patchify
+from ..mae import MASK_MODES, MAEDecoder, encode_visible, patchify, visible_count
 from ..optim.uamix_adamw import tag_encoder_parameters, tag_parameter
 
 logger = logging.getLogger(__name__)
@@ -47,7 +47,28 @@ class UamixAudioMAEMAEConfig(FairseqDataclass):
     decoder_depth: int = field(default=8, metadata={"help": "decoder blocks (AudioMAE: 8)"})
     decoder_num_heads: int = field(default=16, metadata={"help": "decoder heads (AudioMAE: 16)"})
     mask_ratio: float = field(
-        default=0.8, metadata={"help": "share of patches hidden from the encoder (AudioMAE: 0.8)"})
+        default=0.8,
+        metadata={"help": "share hidden from the encoder (AudioMAE: 0.8): of the patches "
+                  "(mask_mode random), of the time columns (time) or of the frequency "
+                  "rows (frequency)"})
+    mask_mode: ChoiceEnum(list(MASK_MODES)) = field(
+        default="random",
+        metadata={"help": "random patches (AudioMAE's pretraining default), whole time "
+                  "columns, whole frequency rows, or time_frequency (both, with "
+                  "mask_time_ratio and mask_freq_ratio)"},
+    )
+    mask_time_ratio: float = field(
+        default=0.6, metadata={"help": "mask_mode time_frequency: share of time columns masked"})
+    mask_freq_ratio: float = field(
+        default=0.5, metadata={"help": "mask_mode time_frequency: share of frequency rows masked"})
+    decoder_window_time: int = field(
+        default=0,
+        metadata={"help": "[R] decoder local attention window along time, in patches "
+                  "(0 with decoder_window_freq 0 = global attention); windows shift by "
+                  "half on every other decoder layer"},
+    )
+    decoder_window_freq: int = field(
+        default=0, metadata={"help": "[R] decoder local attention window along frequency, in patches"})
     layer_decay: float = field(
         default=1.0, metadata={"help": "layer-wise lr decay of encoder blocks (1 = none)"})
     decoder_weight_decay: float = field(
@@ -70,12 +91,20 @@ class UamixAudioMAEMAEModel(BaseFairseqModel):
                              "pretraining needs a pretrained encoder with a final norm")
         if not 0.0 < cfg.layer_decay <= 1.0:
             raise ValueError(f"model.layer_decay must be in (0, 1], got {cfg.layer_decay}")
-        num_visible(encoder.cfg.num_patches, cfg.mask_ratio)  # validates mask_ratio
+        try:  # validates the ratios against this encoder's patch grid
+            visible_count(encoder.cfg.grid, cfg.mask_mode, cfg.mask_ratio,
+                          cfg.mask_time_ratio, cfg.mask_freq_ratio)
+        except ValueError as e:
+            raise ValueError(f"model.mask_ratio / mask_time_ratio / mask_freq_ratio: {e}") from e
+        window = (cfg.decoder_window_time, cfg.decoder_window_freq)
+        if any(window) and not all(w > 0 for w in window):
+            raise ValueError("model.decoder_window_time and model.decoder_window_freq must "
+                             f"both be > 0 for local attention (or both 0), got {window}")
         self.cfg = cfg
         self.encoder = encoder
         self.decoder = MAEDecoder(encoder.embed_dim, cfg.decoder_embed_dim, cfg.decoder_depth,
                                   cfg.decoder_num_heads, encoder.cfg.patch_size,
-                                  encoder.cfg.grid, encoder.cfg.mlp_ratio)
+                                  encoder.cfg.grid, encoder.cfg.mlp_ratio, window)
         self._tag_parameters()
 
     @classmethod
@@ -123,8 +152,9 @@ class UamixAudioMAEMAEModel(BaseFairseqModel):
 
     def forward(self, source, generator=None):
         x = source.to(self.encoder.cls_token.dtype)
-        latent, mask, ids_restore = encode_visible(self.encoder, x, self.cfg.mask_ratio,
-                                                   generator)
+        latent, mask, ids_restore = encode_visible(
+            self.encoder, x, self.cfg.mask_ratio, generator, self.cfg.mask_mode,
+            self.cfg.mask_time_ratio, self.cfg.mask_freq_ratio)
         pred = self.decoder(latent, ids_restore)
         return {"pred": pred, "target": patchify(source, self.encoder.cfg.patch_size),
                 "mask": mask}
