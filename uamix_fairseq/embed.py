@@ -11,7 +11,7 @@ import hashlib
 import logging
 import os
 from dataclasses import asdict, dataclass
-from typing import Optional
+from typing import Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -53,33 +53,55 @@ def cache_key(encoder_path, manifest_path, cfg: EmbedConfig) -> str:
     return h.hexdigest()[:16]
 
 
+def clip_dataset(manifest_path, cfg: EmbedConfig):
+    """The manifest's clips as evaluation sees them: cropped from the start to the
+    samples of ``cfg.num_frames`` frames, each clip's mean removed (fairseq-backed)."""
+    from .data.audio_dataset import AudioClipDataset
+
+    return AudioClipDataset(str(manifest_path), max_samples=cfg.frontend().max_samples,
+                            sample_rate=cfg.sample_rate, resample=cfg.resample,
+                            random_crop=False)
+
+
+def iter_clip_batches(dataset, indices: Sequence[int], batch_size: int,
+                      progress: bool = False, desc: str = "clips"
+                      ) -> Iterator[Tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
+    """``(clip indices [B], zero-padded float64 waveforms [B, N], lengths [B])`` for
+    ``indices`` in order, ``batch_size`` clips at a time (``dataset``: ``clip_dataset``).
+    A clip's features do not depend on the clips batched with it."""
+    indices = [int(i) for i in indices]
+    starts = range(0, len(indices), batch_size)
+    if progress:
+        from tqdm import tqdm
+
+        starts = tqdm(starts, desc=desc, unit="batch")
+    for start in starts:
+        chunk = indices[start:start + batch_size]
+        batch = dataset.collater([dataset[i] for i in chunk])
+        yield (np.asarray(chunk, dtype=np.int64), batch["net_input"]["waveform"],
+               batch["net_input"]["lengths"])
+
+
 @torch.no_grad()
 def embed_manifest(encoder: AudioMAEEncoder, manifest_path, cfg: EmbedConfig,
                    device="cpu", progress: bool = True) -> np.ndarray:
     """Embeddings [N, D] (float32) of the manifest's clips, in manifest order."""
-    from .data.audio_dataset import AudioClipDataset  # fairseq-backed dataset class
-
     frontend = cfg.frontend()
-    ds = AudioClipDataset(str(manifest_path), max_samples=frontend.max_samples,
-                          sample_rate=cfg.sample_rate, resample=cfg.resample,
-                          random_crop=False)
+    ds = clip_dataset(manifest_path, cfg)
     encoder = encoder.to(device).eval()
     out = np.zeros((len(ds), encoder.embed_dim), dtype=np.float32)
-    starts = range(0, len(ds), cfg.batch_size)
-    if progress:
-        from tqdm import tqdm
-
-        starts = tqdm(starts, desc=f"embedding {os.path.basename(str(manifest_path))}",
-                      unit="batch")
-    for start in starts:
-        items = [ds[i] for i in range(start, min(start + cfg.batch_size, len(ds)))]
-        batch = ds.collater(items)
-        wav = batch["net_input"]["waveform"].to(device)
-        fbank, _ = batch_fbank(wav, batch["net_input"]["lengths"], frontend)
-        emb = encoder.embed(model_input(fbank, frontend).to(encoder.cls_token.dtype),
-                            cfg.pooling)
-        out[start:start + len(items)] = emb.float().cpu().numpy()
+    batches = iter_clip_batches(ds, range(len(ds)), cfg.batch_size, progress,
+                                desc=f"embedding {os.path.basename(str(manifest_path))}")
+    for ids, wav, lengths in batches:
+        fbank, _ = batch_fbank(wav.to(device), lengths, frontend)
+        out[ids] = embed_inputs(encoder, model_input(fbank, frontend), cfg.pooling)
     return out
+
+
+def embed_inputs(encoder: AudioMAEEncoder, x: torch.Tensor, pooling: str) -> np.ndarray:
+    """Pooled embeddings [B, D] (float32 numpy) of model inputs [B, 1, T, F], no grad."""
+    with torch.no_grad():
+        return encoder.embed(x.to(encoder.cls_token.dtype), pooling).float().cpu().numpy()
 
 
 def load_encoder(path, cfg: EmbedConfig) -> AudioMAEEncoder:

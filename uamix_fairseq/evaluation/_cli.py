@@ -49,6 +49,58 @@ def add_encoder_args(parser: argparse.ArgumentParser):
                         help="folder for the JSON, CSV (and PNG) results (created)")
 
 
+def add_attack_args(parser: argparse.ArgumentParser, attacked: str):
+    """Robustness options; ``attacked`` names the clips that are perturbed."""
+    g = parser.add_argument_group(
+        "robustness (attacks)",
+        f"Perturb the {attacked}; every other clip stays clean. Robust accuracy is "
+        "reported beside the clean one, on the same episodes/clips. Noise comes first "
+        "(waveform), then PGD (normalised fbank). Cost: PGD costs each attacked clip "
+        "--attack-steps forward+backward passes plus one forward pass per crafting "
+        "encoder, about 3*steps+1 times embedding it; the clean embeddings are cached "
+        "as usual, the attacked ones are not.")
+    g.add_argument("--attack-eps-db", type=float, default=None, metavar="DB",
+                   help="white-box L-inf PGD budget on every fbank bin, in dB of mel-band "
+                   "power (1 dB = 0.025 in AudioSet-normalised units); 0 keeps the "
+                   "inputs clean (a check: robust = clean) (default: no PGD)")
+    g.add_argument("--attack-steps", type=int, default=10,
+                   help="PGD steps (default: 10)")
+    g.add_argument("--attack-step-size-db", type=float, default=None, metavar="DB",
+                   help="PGD step in dB (default: 2.5 * eps / steps)")
+    g.add_argument("--attack-no-random-start", action="store_true",
+                   help="start PGD at the clean input instead of a uniform random point "
+                   "of the budget ball")
+    g.add_argument("--attack-snr-db", type=float, default=None, metavar="DB",
+                   help="add white Gaussian noise at this signal-to-noise ratio to the "
+                   "waveform (before PGD if both are given) (default: no noise)")
+    g.add_argument("--attack-source", default=None, metavar="FILE",
+                   help="transfer (black-box) attack: craft PGD on this second encoder, "
+                   "with its own surrogate classifier on its own clean embeddings, and "
+                   "score the perturbed clips with every --encoder (which give no "
+                   "gradient); costs the source's attack once for all encoders")
+    g.add_argument("--attack-seed", type=int, default=0,
+                   help="seed of the noise (per clip) and of the PGD random start (per "
+                   "batch of --attack-batch-size clips) (default: 0)")
+    g.add_argument("--attack-temperature", type=float, default=0.1,
+                   help="[R] temperature of the cosine class-mean surrogate loss "
+                   "(default: 0.1)")
+    g.add_argument("--attack-batch-size", type=int, default=8,
+                   help="clips per PGD batch; PGD keeps the activations for the "
+                   "backward pass (default: 8)")
+
+
+def attack_config(args):
+    """The ``AttackConfig`` of the command line, or None without attack options."""
+    from .robust import AttackConfig
+
+    attack = AttackConfig(
+        eps_db=args.attack_eps_db, steps=args.attack_steps,
+        step_size_db=args.attack_step_size_db, random_start=not args.attack_no_random_start,
+        snr_db=args.attack_snr_db, source=args.attack_source, seed=args.attack_seed,
+        temperature=args.attack_temperature, batch_size=args.attack_batch_size)
+    return attack if attack.enabled else None
+
+
 def encoder_names(paths: Sequence[str], names: Optional[Sequence[str]]) -> List[str]:
     """Display names: ``--name`` values, or file stems made unique with #2, #3, ..."""
     if names:

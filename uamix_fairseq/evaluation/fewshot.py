@@ -11,6 +11,9 @@ encoders are scored on exactly the same episodes and their difference is paired.
 
 Writes ``fewshot.json`` (settings, per-episode accuracies), ``fewshot.csv`` and
 ``fewshot.png`` (accuracy against k) under ``--out`` and prints the table.
+
+With ``--attack-*`` options the query clips are also scored perturbed (see ``robust``):
+clean and robust accuracy on the same episodes, side by side.
 """
 
 import argparse
@@ -24,8 +27,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import EvaluationError
-from ._cli import (add_encoder_args, check_encoders, cli_main, embed_all, embed_config,
-                   encoder_names, print_warnings)
+from ._cli import (add_attack_args, add_encoder_args, attack_config, check_encoders,
+                   cli_main, embed_all, embed_config, encoder_names, print_warnings)
 from .classifiers import (CLASSIFIERS, knn_predict, logreg_predict, ncm_predict,
                           standardizer)
 from .episodes import Episode, sample_episodes, single_label_targets, stack_episodes
@@ -74,7 +77,8 @@ def _classifiers(names: Sequence[str], knn_ks: Sequence[int], logreg_c: float,
 def run_fewshot(embeddings: Sequence[np.ndarray], names: Sequence[str], plan: Plan,
                 classifiers: Sequence[str] = ("ncm", "logreg"), knn_ks: Sequence[int] = (1,),
                 logreg_c: float = 1.0, standardize: str = "data",
-                max_chunk_elements: int = 10_000_000) -> List[Result]:
+                max_chunk_elements: int = 10_000_000,
+                robust_embeddings: Optional[Sequence[np.ndarray]] = None) -> List[Result]:
     """Accuracy of every encoder x classifier on every episode of ``plan``.
 
     ``embeddings[i]`` is encoder ``names[i]``'s ``[num_clips, D]`` matrix, rows in the
@@ -86,9 +90,17 @@ def run_fewshot(embeddings: Sequence[np.ndarray], names: Sequence[str], plan: Pl
     unused; the same for every episode), ``"support"`` with each episode's support set
     (from 1-5 clips per class these estimates are noisy, and features that happen to
     vary little across the support get amplified).
+
+    ``robust_embeddings`` (optional, one ``[num_clips, D]`` matrix per encoder, e.g. the
+    clean matrix with the attacked query clips' rows replaced): every episode is scored
+    a second time with the same clean support and classifier but the queries' rows
+    taken from it; the results then hold these ``robust_values`` too.
     """
     if len(embeddings) != len(names):
         raise ValueError(f"{len(embeddings)} embedding matrices for {len(names)} names")
+    if robust_embeddings is not None and [np.shape(r) for r in robust_embeddings] != \
+            [np.shape(e) for e in embeddings]:
+        raise ValueError("robust_embeddings must match embeddings, one matrix per encoder")
     if standardize not in STANDARDIZE:
         raise EvaluationError(f"standardize must be one of {STANDARDIZE}, got {standardize!r}")
     _classifiers(classifiers, knn_ks, logreg_c)  # unknown names fail before any work
@@ -96,25 +108,34 @@ def run_fewshot(embeddings: Sequence[np.ndarray], names: Sequence[str], plan: Pl
     for (ways, shots), episodes in plan.items():
         st = stack_episodes(episodes)
         width = st["support"].shape[1] + st["query"].shape[1]
-        for emb, name in zip(embeddings, names):
+        for i, (emb, name) in enumerate(zip(embeddings, names)):
             emb = np.asarray(emb)
             stats = standardizer(emb) if standardize == "data" else None
             specs = _classifiers(classifiers, knn_ks, logreg_c, stats)
             chunk = max(1, max_chunk_elements // (width * emb.shape[1]))
-            acc = {label: [] for label, _ in specs}
+            queries = {"clean": emb}
+            if robust_embeddings is not None:
+                queries["robust"] = np.asarray(robust_embeddings[i])
+            acc = {(label, kind): [] for label, _ in specs for kind in queries}
             for start in range(0, len(episodes), chunk):
                 sel = slice(start, start + chunk)
                 support = emb[st["support"][sel]].astype(np.float64)
-                query = emb[st["query"][sel]].astype(np.float64)
-                for label, predict in specs:
-                    pred = predict(support, st["support_labels"][sel], query, ways)
-                    acc[label].append((pred == st["query_labels"][sel]).mean(axis=1))
+                for kind, source in queries.items():
+                    query = source[st["query"][sel]].astype(np.float64)
+                    for label, predict in specs:
+                        pred = predict(support, st["support_labels"][sel], query, ways)
+                        acc[label, kind].append(
+                            (pred == st["query_labels"][sel]).mean(axis=1))
             for label, _ in specs:
+                robust = (np.concatenate(acc[label, "robust"]) if "robust" in queries
+                          else None)
                 results.append(Result(encoder=name, classifier=label, metric="accuracy",
-                                      unit="episode", values=np.concatenate(acc[label]),
-                                      ways=ways, shots=shots))
+                                      unit="episode", values=np.concatenate(acc[label, "clean"]),
+                                      ways=ways, shots=shots, robust_values=robust))
             logger.info("%d-way %d-shot, %s: %s", ways, shots, name, ", ".join(
-                f"{r.classifier} {100 * r.summary.mean:.2f}%" for r in results[-len(specs):]))
+                f"{r.classifier} {100 * r.summary.mean:.2f}%" + (
+                    f" (attacked {100 * r.robust.mean:.2f}%)" if r.robust else "")
+                for r in results[-len(specs):]))
     return results
 
 
@@ -151,7 +172,37 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--knn", type=int, nargs="+", default=[1], metavar="K",
                    help="neighbours for --classifier knn, capped at the support size "
                    "(default: 1)")
+    add_attack_args(p, "query clips of the episodes (each distinct query clip is "
+                    "attacked once, against the class means of all clips of the "
+                    "manifest, and reused in every episode and (N, k))")
     return p
+
+
+def _robust_embeddings(args, cfg, embeddings, targets, num_classes, plan, attack):
+    """Per encoder: its clean matrix with the query clips' rows attacked."""
+    from ..embed import cached_embeddings
+    from .robust import ClassMeanLoss, attack_files, query_clips
+
+    clips = query_clips(plan)
+    clean = {os.path.realpath(p): e for p, e in zip(args.encoder, embeddings)}
+
+    def surrogate(path):
+        emb = clean.get(os.path.realpath(path))
+        if emb is None:  # the transfer source: its own clean embeddings
+            emb = cached_embeddings(path, args.manifest, cfg, cache_dir=args.cache_dir,
+                                    device=args.device, progress=not args.no_progress)
+        return ClassMeanLoss(emb, targets, num_classes, labels=targets,
+                             temperature=attack.temperature, self_in_pool=True,
+                             device=args.device)
+
+    attacked = attack_files(args.encoder, args.manifest, clips, cfg, attack, surrogate,
+                            args.device, progress=not args.no_progress)
+    out = []
+    for emb, adv in zip(embeddings, attacked):
+        robust = np.array(emb, copy=True)
+        robust[clips] = adv
+        out.append(robust)
+    return out, len(clips)
 
 
 def _run(args) -> int:
@@ -162,6 +213,7 @@ def _run(args) -> int:
         raise EvaluationError(f"--knn values must be at least 1, got {args.knn}")
     names = encoder_names(args.encoder, args.name)
     cfg = embed_config(args)
+    attack = attack_config(args)
 
     from ..labels import label_path_for, read_labels
 
@@ -175,10 +227,15 @@ def _run(args) -> int:
                                  args.queries, args.episodes, args.seed, source=label_path)
         finally:
             print_warnings(caught)
-    check_encoders(args.encoder, cfg)
+    check_encoders(args.encoder + ([attack.source] if attack and attack.source else []),
+                   cfg)
     embeddings = embed_all(args.encoder, names, args.manifest, cfg, args, len(labels))
+    robust = None
+    if attack:
+        robust, num_attacked = _robust_embeddings(args, cfg, embeddings, targets,
+                                                  len(class_names), plan, attack)
     results = run_fewshot(embeddings, names, plan, classifiers, args.knn, args.logreg_c,
-                          args.standardize)
+                          args.standardize, robust_embeddings=robust)
 
     settings = {
         "command": "fewshot", "manifest": os.path.abspath(args.manifest),
@@ -190,10 +247,13 @@ def _run(args) -> int:
         "standardize": args.standardize if "logreg" in classifiers else None,
         "embedding": asdict(cfg),
         "episode_stream": "numpy default_rng([seed, N, k, queries]) per setting",
+        "attack": attack.settings(num_attacked) if attack else None,
     }
     encoders = [{"name": n, "path": os.path.abspath(p)} for n, p in zip(names, args.encoder)]
     title = (f"few-shot accuracy on {os.path.basename(args.manifest)} "
              f"({args.episodes} episodes, {args.queries} queries/class, seed {args.seed})")
+    if attack:
+        title += f"\nattack on the queries: {attack.describe()}"
     paths = print_and_write(results, names, args.out, "fewshot", settings, encoders,
                             title=title, plot=True)
     print("wrote " + ", ".join(paths.values()), file=sys.stderr)

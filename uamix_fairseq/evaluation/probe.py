@@ -14,6 +14,9 @@ a positive test clip; the interval and the paired difference are over those clas
 
 Writes ``probe.json`` (settings and per-clip or per-class values) and ``probe.csv``
 under ``--out`` and prints the table.
+
+With ``--attack-*`` options the test clips are also scored perturbed (see ``robust``):
+clean and robust accuracy (or mAP) on the same clips, side by side.
 """
 
 import argparse
@@ -27,8 +30,8 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import EvaluationError
-from ._cli import (add_encoder_args, check_encoders, cli_main, embed_all, embed_config,
-                   encoder_names, print_warnings)
+from ._cli import (add_attack_args, add_encoder_args, attack_config, check_encoders,
+                   cli_main, embed_all, embed_config, encoder_names, print_warnings)
 from .classifiers import (fit_logreg, fit_ovr_logreg, knn_predict, knn_scores,
                           mean_average_precision, multi_hot)
 from .report import Result, print_and_write
@@ -38,67 +41,101 @@ __all__ = ["main", "run_probe"]
 logger = logging.getLogger("uamix_fairseq.evaluation")
 
 
+def is_multi_label(train_labels, test_labels) -> bool:
+    return any(len(r) > 1 for r in list(train_labels) + list(test_labels))
+
+
+def single_label_indices(train_labels, test_labels):
+    """Sorted train classes and the class index of every train and test clip (-1 for
+    a test class the train split lacks)."""
+    train_classes = sorted({r[0] for r in train_labels})
+    index = {c: i for i, c in enumerate(train_classes)}
+    ytr = np.array([index[r[0]] for r in train_labels])
+    yte = np.array([index.get(r[0], -1) for r in test_labels])
+    return train_classes, ytr, yte
+
+
+def multi_label_targets(train_labels, test_labels):
+    """All classes of both splits and the 0/1 target matrices of train and test."""
+    classes = sorted({c for r in list(train_labels) + list(test_labels) for c in r})
+    return classes, multi_hot(train_labels, classes), multi_hot(test_labels, classes)
+
+
 def run_probe(train_embeddings: Sequence[np.ndarray], test_embeddings: Sequence[np.ndarray],
               names: Sequence[str], train_labels: Sequence[Sequence[str]],
               test_labels: Sequence[Sequence[str]], knn_ks: Sequence[int] = (1, 5, 20),
-              logreg_c: float = 1.0, logreg: bool = True) -> Tuple[List[Result], dict]:
+              logreg_c: float = 1.0, logreg: bool = True,
+              robust_test_embeddings: Optional[Sequence[np.ndarray]] = None
+              ) -> Tuple[List[Result], dict]:
     """Results per encoder and classifier, and facts about the data for the report.
 
     ``train_embeddings[i]``/``test_embeddings[i]`` are encoder ``names[i]``'s matrices,
     rows in the order of ``train_labels``/``test_labels`` (lists of class names).
+    ``robust_test_embeddings`` (optional, shaped like ``test_embeddings``): the test
+    clips under attack, scored by the same fitted classifiers; the results then hold
+    these ``robust_values`` too (paired with the clean ones by clip or class).
     """
     if not train_labels or not test_labels:
         raise EvaluationError("the train and the test split both need clips")
-    multi = any(len(r) > 1 for r in list(train_labels) + list(test_labels))
+    multi = is_multi_label(train_labels, test_labels)
     info = {"multi_label": multi, "num_train": len(train_labels),
             "num_test": len(test_labels)}
     results = []
+    robust = list(robust_test_embeddings) if robust_test_embeddings is not None \
+        else [None] * len(names)
+    if len(robust) != len(names):
+        raise ValueError("robust_test_embeddings must have one matrix per encoder")
     if not multi:
-        train_classes = sorted({r[0] for r in train_labels})
+        train_classes, ytr, yte = single_label_indices(train_labels, test_labels)
         if len(train_classes) < 2:
             raise EvaluationError(f"the train split has a single class "
                                   f"({train_classes[0]}); a classifier needs at least 2")
-        index = {c: i for i, c in enumerate(train_classes)}
-        unseen = sorted({r[0] for r in test_labels} - set(index))
+        unseen = sorted({r[0] for r in test_labels} - set(train_classes))
         if unseen:
             unseen_set = set(unseen)
             n_clips = sum(r[0] in unseen_set for r in test_labels)
             warnings.warn(f"{len(unseen)} test class(es) never occur in the train split, "
                           f"so their {n_clips} test clip(s) count as errors: "
                           f"{', '.join(unseen[:10])}{' ...' if len(unseen) > 10 else ''}")
-        ytr = np.array([index[r[0]] for r in train_labels])
-        yte = np.array([index.get(r[0], -1) for r in test_labels])
         info.update(num_classes=len(train_classes), unseen_test_classes=unseen)
-        for xtr, xte, name in zip(train_embeddings, test_embeddings, names):
+        for xtr, xte, xadv, name in zip(train_embeddings, test_embeddings, robust, names):
             if logreg:
                 model = fit_logreg(xtr, ytr, len(train_classes), C=logreg_c)
-                pred = model.predict(xte)
-                results.append(Result(name, "logreg", "accuracy", "clip", pred == yte))
+                adv = None if xadv is None else model.predict(xadv) == yte
+                results.append(Result(name, "logreg", "accuracy", "clip",
+                                      model.predict(xte) == yte, robust_values=adv))
             for k in knn_ks:
                 pred = knn_predict(xtr, ytr, xte, k, len(train_classes))
-                results.append(Result(name, f"knn{k}", "accuracy", "clip", pred == yte))
+                adv = None if xadv is None else \
+                    knn_predict(xtr, ytr, xadv, k, len(train_classes)) == yte
+                results.append(Result(name, f"knn{k}", "accuracy", "clip", pred == yte,
+                                      robust_values=adv))
             logger.info("%s: %s", name, ", ".join(
-                f"{r.classifier} {100 * r.summary.mean:.2f}%" for r in results
-                if r.encoder == name))
+                f"{r.classifier} {100 * r.summary.mean:.2f}%" + (
+                    f" (attacked {100 * r.robust.mean:.2f}%)" if r.robust else "")
+                for r in results if r.encoder == name))
     else:
-        classes = sorted({c for r in list(train_labels) + list(test_labels) for c in r})
-        ttr, tte = multi_hot(train_labels, classes), multi_hot(test_labels, classes)
+        classes, ttr, tte = multi_label_targets(train_labels, test_labels)
         scored = tte.sum(0) > 0
         if not scored.any():
             raise EvaluationError("no class has a positive clip in the test split")
         info.update(num_classes=len(classes), scored_classes=int(scored.sum()),
                     classes_without_test_positives=[c for c, s in zip(classes, scored)
                                                     if not s])
-        for xtr, xte, name in zip(train_embeddings, test_embeddings, names):
+        for xtr, xte, xadv, name in zip(train_embeddings, test_embeddings, robust, names):
             scorers = []
             if logreg:
                 model = fit_ovr_logreg(xtr, ttr, C=logreg_c)
-                scorers.append(("logreg", model.decision_function(xte)))
+                scorers.append(("logreg", model.decision_function))
             for k in knn_ks:
-                scorers.append((f"knn{k}", knn_scores(xtr, ttr, xte, k)))
-            for label, scores in scorers:
-                _, per_class = mean_average_precision(tte, scores)
-                results.append(Result(name, label, "mAP", "class", per_class[scored]))
+                scorers.append((f"knn{k}", lambda x, k=k: knn_scores(xtr, ttr, x, k)))
+            for label, score in scorers:
+                _, per_class = mean_average_precision(tte, score(xte))
+                adv = None
+                if xadv is not None:
+                    adv = mean_average_precision(tte, score(xadv))[1][scored]
+                results.append(Result(name, label, "mAP", "class", per_class[scored],
+                                      robust_values=adv))
             logger.info("%s: %s", name, ", ".join(
                 f"{r.classifier} {100 * r.summary.mean:.2f} mAP" for r in results
                 if r.encoder == name))
@@ -124,7 +161,38 @@ def build_parser() -> argparse.ArgumentParser:
                    help="neighbour counts for cosine k-NN; give --knn alone for none "
                    "(default: 1 5 20)")
     g.add_argument("--no-logreg", action="store_true", help="k-NN only")
+    add_attack_args(p, "test clips (each once per crafting encoder; PGD increases the "
+                    "cross entropy of the fitted logistic regression, or with --no-logreg "
+                    "that of cosine class means of the train clips)")
     return p
+
+
+def _robust_test_embeddings(args, cfg, train_emb, train_labels, test_labels, attack):
+    """Attacked test embeddings per encoder (see ``robust`` for the surrogates)."""
+    from ..embed import cached_embeddings
+    from .robust import ClassMeanLoss, LogRegLoss, attack_files
+
+    clean = {os.path.realpath(p): e for p, e in zip(args.encoder, train_emb)}
+    multi = is_multi_label(train_labels, test_labels)
+
+    def surrogate(path):
+        xtr = clean.get(os.path.realpath(path))
+        if xtr is None:  # the transfer source: its own train embeddings and classifier
+            xtr = cached_embeddings(path, args.train_manifest, cfg, cache_dir=args.cache_dir,
+                                    device=args.device, progress=not args.no_progress)
+        if multi:
+            _, ttr, tte = multi_label_targets(train_labels, test_labels)
+            model = fit_ovr_logreg(xtr, ttr, C=args.logreg_c)
+            return LogRegLoss(model, tte, multi_label=True, device=args.device)
+        classes, ytr, yte = single_label_indices(train_labels, test_labels)
+        if not args.no_logreg:
+            model = fit_logreg(xtr, ytr, len(classes), C=args.logreg_c)
+            return LogRegLoss(model, yte, device=args.device)
+        return ClassMeanLoss(xtr, ytr, len(classes), labels=yte,
+                             temperature=attack.temperature, device=args.device)
+
+    return attack_files(args.encoder, args.test_manifest, np.arange(len(test_labels)), cfg,
+                        attack, surrogate, args.device, progress=not args.no_progress)
 
 
 def _run(args) -> int:
@@ -135,6 +203,7 @@ def _run(args) -> int:
         raise EvaluationError("nothing to do: --no-logreg and no --knn values")
     names = encoder_names(args.encoder, args.name)
     cfg = embed_config(args)
+    attack = attack_config(args)
 
     from ..labels import label_path_for, read_labels
 
@@ -146,17 +215,27 @@ def _run(args) -> int:
     if too_big:
         raise EvaluationError(f"--knn {too_big} exceed the {len(train_labels)} clips of "
                               f"{args.train_manifest}")
-    check_encoders(args.encoder, cfg)
+    if attack and attack.eps_db is not None and args.no_logreg and \
+            is_multi_label(train_labels, test_labels):
+        raise EvaluationError("PGD on multi-label data attacks the one-vs-rest logistic "
+                              "regression: drop --no-logreg, or use --attack-snr-db only")
+    check_encoders(args.encoder + ([attack.source] if attack and attack.source else []),
+                   cfg)
     train_emb = embed_all(args.encoder, names, args.train_manifest, cfg, args,
                           len(train_labels))
     test_emb = embed_all(args.encoder, names, args.test_manifest, cfg, args,
                          len(test_labels))
+    robust = None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
+            if attack:
+                robust = _robust_test_embeddings(args, cfg, train_emb, train_labels,
+                                                 test_labels, attack)
             results, info = run_probe(train_emb, test_emb, names, train_labels,
                                       test_labels, knn, args.logreg_c,
-                                      logreg=not args.no_logreg)
+                                      logreg=not args.no_logreg,
+                                      robust_test_embeddings=robust)
         finally:
             print_warnings(caught)
     settings = {
@@ -167,12 +246,15 @@ def _run(args) -> int:
         "test_labels": os.path.abspath(test_label_path),
         **info, "knn": knn, "logreg": not args.no_logreg, "logreg_c": args.logreg_c,
         "embedding": asdict(cfg),
+        "attack": attack.settings(len(test_labels)) if attack else None,
     }
     encoders = [{"name": n, "path": os.path.abspath(p)} for n, p in zip(names, args.encoder)]
     metric = "mAP" if info["multi_label"] else "accuracy"
     title = (f"linear probe / k-NN {metric}: train {os.path.basename(args.train_manifest)} "
              f"({len(train_labels)} clips), test {os.path.basename(args.test_manifest)} "
              f"({len(test_labels)} clips)")
+    if attack:
+        title += f"\nattack on the test clips: {attack.describe()}"
     paths = print_and_write(results, names, args.out, "probe", settings, encoders,
                             title=title, plot=False)
     print("wrote " + ", ".join(paths.values()), file=sys.stderr)

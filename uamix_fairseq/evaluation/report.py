@@ -5,6 +5,10 @@ per test clip, or one AP per class) of one encoder under one classifier and sett
 their summary (mean ± 95% interval, see ``stats``) and the paired difference to the
 first encoder on the same units. Values are fractions in [0, 1]; the table and the plot
 show percentages.
+
+Under an attack (``robust`` module) a result also holds the robust values on the same
+units, their summary, the paired robust-minus-clean difference and the robust paired
+difference to the first encoder; the table, JSON and CSV show them beside the clean ones.
 """
 
 import csv
@@ -19,8 +23,8 @@ import numpy as np
 
 from .stats import Summary, mean_ci, paired_difference
 
-__all__ = ["CSV_FIELDS", "Result", "add_paired_differences", "format_table",
-           "plot_fewshot", "print_and_write", "write_csv", "write_json"]
+__all__ = ["CSV_FIELDS", "ROBUST_CSV_FIELDS", "Result", "add_paired_differences",
+           "format_table", "plot_fewshot", "print_and_write", "write_csv", "write_json"]
 
 
 @dataclass
@@ -35,10 +39,18 @@ class Result:
     summary: Summary = field(init=False)
     reference: Optional[str] = None  # encoder the difference is taken against
     diff: Optional[Summary] = None   # this minus the reference, paired by unit
+    robust_values: Optional[np.ndarray] = None  # the same units under attack
+    robust: Optional[Summary] = field(init=False, default=None)
+    robust_drop: Optional[Summary] = field(init=False, default=None)  # robust - clean
+    robust_diff: Optional[Summary] = None  # robust: this minus the reference's robust
 
     def __post_init__(self):
         self.values = np.asarray(self.values, dtype=np.float64)
         self.summary = mean_ci(self.values)
+        if self.robust_values is not None:
+            self.robust_values = np.asarray(self.robust_values, dtype=np.float64)
+            self.robust = mean_ci(self.robust_values)
+            self.robust_drop = paired_difference(self.values, self.robust_values)
 
     @property
     def setting(self):
@@ -56,6 +68,8 @@ def add_paired_differences(results: Sequence[Result], encoder_order: Sequence[st
             continue
         r.reference = first
         r.diff = paired_difference(ref.values, r.values)
+        if r.robust_values is not None and ref.robust_values is not None:
+            r.robust_diff = paired_difference(ref.robust_values, r.robust_values)
 
 
 def _sorted(results: Sequence[Result], encoder_order: Sequence[str]) -> List[Result]:
@@ -80,24 +94,34 @@ def format_table(results: Sequence[Result], encoder_order: Sequence[str],
     """Fixed-width text table: one row per (classifier, N, k, encoder), percentages."""
     rows = _sorted(results, encoder_order)
     fewshot = any(r.ways is not None for r in rows)
+    robust = any(r.robust is not None for r in rows)
     ref = encoder_order[0]
     header = ["classifier"] + (["N", "k"] if fewshot else []) + \
-        ["encoder", "metric", "n", "mean ± 95% CI (%)", f"Δ vs {ref} (%)"]
+        ["encoder", "metric", "n", ("clean " if robust else "") + "mean ± 95% CI (%)",
+         f"Δ vs {ref} (%)"]
+    if robust:
+        header += ["robust ± 95% CI (%)", f"robust Δ vs {ref} (%)", "robust - clean (%)"]
     lines = []
+
+    def signed(s):
+        return _pct(s, signed=True) if s is not None else "-"
+
     for r in rows:
         cells = [r.classifier]
         if fewshot:
             cells += [str(r.ways), str(r.shots)]
         count = f"{r.summary.n} {_PLURAL.get(r.unit, r.unit)}"
-        cells += [r.encoder, r.metric, count, _pct(r.summary),
-                  _pct(r.diff, signed=True) if r.diff is not None else "-"]
+        cells += [r.encoder, r.metric, count, _pct(r.summary), signed(r.diff)]
+        if robust:
+            cells += [_pct(r.robust) if r.robust is not None else "-",
+                      signed(r.robust_diff), signed(r.robust_drop)]
         lines.append(cells)
     widths = [max(len(h), *(len(c[i]) for c in lines)) for i, h in enumerate(header)]
-    numeric = {"N", "k", "n"}
+    text = {"classifier", "encoder", "metric"}
 
     def fmt(cells):
-        return "  ".join(c.rjust(w) if h in numeric or h.startswith(("mean", "Δ"))
-                         else c.ljust(w) for c, w, h in zip(cells, widths, header)).rstrip()
+        return "  ".join(c.ljust(w) if h in text else c.rjust(w)
+                         for c, w, h in zip(cells, widths, header)).rstrip()
 
     out = [title] if title else []
     out += [fmt(header), "  ".join("-" * w for w in widths)]
@@ -113,6 +137,9 @@ def format_table(results: Sequence[Result], encoder_order: Sequence[str],
 
 CSV_FIELDS = ["encoder", "classifier", "ways", "shots", "metric", "unit", "n", "mean",
               "ci95", "std", "low", "high", "diff_vs", "diff_mean", "diff_ci95"]
+# Appended when some result has robust values (runs with an attack).
+ROBUST_CSV_FIELDS = ["robust_mean", "robust_ci95", "robust_diff_mean", "robust_diff_ci95",
+                     "robust_minus_clean_mean", "robust_minus_clean_ci95"]
 
 
 def _record(r: Result, with_values: bool) -> Dict:
@@ -124,9 +151,17 @@ def _record(r: Result, with_values: bool) -> Dict:
         "diff_vs": r.reference, "diff_mean": d.mean if d else None,
         "diff_ci95": d.ci if d else None,
     }
+    if r.robust is not None:
+        rd, drop = r.robust_diff, r.robust_drop
+        rec.update(robust_mean=r.robust.mean, robust_ci95=r.robust.ci,
+                   robust_diff_mean=rd.mean if rd else None,
+                   robust_diff_ci95=rd.ci if rd else None,
+                   robust_minus_clean_mean=drop.mean, robust_minus_clean_ci95=drop.ci)
     rec = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in rec.items()}
     if with_values:
         rec["values"] = [float(v) for v in r.values]
+        if r.robust is not None:
+            rec["robust_values"] = [float(v) for v in r.robust_values]
     return rec
 
 
@@ -145,11 +180,14 @@ def write_json(path, results: Sequence[Result], encoder_order: Sequence[str],
 
 
 def write_csv(path, results: Sequence[Result], encoder_order: Sequence[str]):
-    """One CSV row per result (fractions; empty cells for missing values)."""
+    """One CSV row per result (fractions; empty cells for missing values); the
+    ``ROBUST_CSV_FIELDS`` columns follow when a result has robust values."""
     rows = _sorted(results, encoder_order)
+    fields = CSV_FIELDS + (ROBUST_CSV_FIELDS if any(r.robust is not None for r in rows)
+                           else [])
     tmp = f"{path}.tmp"
     with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        writer = csv.DictWriter(f, fieldnames=fields, restval="")
         writer.writeheader()
         for r in rows:
             writer.writerow({k: ("" if v is None else v)
@@ -167,8 +205,9 @@ def _atomic_write(path, text: str):
 def plot_fewshot(path, results: Sequence[Result], encoder_order: Sequence[str],
                  title: str = "") -> None:
     """PNG of accuracy (%) against k: one panel per (classifier, N), one line per
-    encoder, error bars = 95% interval. Needs matplotlib; draws on a bare ``Figure``
-    (rendered by Agg), so no display is needed and pyplot's global state is untouched."""
+    encoder (dashed: under attack), error bars = 95% interval. Needs matplotlib; draws
+    on a bare ``Figure`` (rendered by Agg), so no display is needed and pyplot's global
+    state is untouched."""
     from matplotlib.figure import Figure
 
     fewshot = [r for r in results if r.shots is not None]
@@ -197,6 +236,12 @@ def plot_fewshot(path, results: Sequence[Result], encoder_order: Sequence[str],
                         yerr=[0 if np.isnan(r.summary.ci) else 100 * r.summary.ci
                               for r in rs],
                         marker="o", capsize=3, label=name, color=f"C{i}")
+            if all(r.robust is not None for r in rs):  # attacked: dashed, same colour
+                ax.errorbar([r.shots + dodge for r in rs],
+                            [100 * r.robust.mean for r in rs],
+                            yerr=[0 if np.isnan(r.robust.ci) else 100 * r.robust.ci
+                                  for r in rs], marker="x", capsize=3, linestyle="--",
+                            label=f"{name} (attacked)", color=f"C{i}")
         ax.axhline(100.0 / ways, color="0.5", linestyle=":", linewidth=1,
                    label="chance" if p == 0 else None)
         ax.set_xticks(sorted(shots_seen))
@@ -207,7 +252,7 @@ def plot_fewshot(path, results: Sequence[Result], encoder_order: Sequence[str],
         if p == 0:
             ax.legend(fontsize="small")
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, wrap=True)  # long titles wrap on narrow figures
     fig.tight_layout()
     tmp = f"{path}.tmp.png"
     fig.savefig(tmp, dpi=110, format="png")
