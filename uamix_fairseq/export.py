@@ -13,8 +13,9 @@ from .audiomae import CheckpointError, _read_file, load_audiomae, save_audiomae
 
 
 def decoder_entries(path) -> dict:
-    """The MAE decoder of a checkpoint of this plugin's `uamix_audiomae_mae` model
-    (kept under ``decoder.``), with official key names; {} when there is none."""
+    """The MAE decoder of a checkpoint of this plugin's `uamix_audiomae_mae` or
+    `uamix_audiomae_joint` model (kept under ``decoder.``), with official key names;
+    {} when there is none."""
     obj = _read_file(path)
     state = obj.get("model", obj) if isinstance(obj.get("model", obj), dict) else obj
     return {k[len("decoder."):]: v for k, v in state.items()

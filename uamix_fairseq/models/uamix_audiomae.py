@@ -86,9 +86,7 @@ class UamixAudioMAEModel(BaseFairseqModel):
                                        field="model.freeze_schedule")
         if not 0.0 < cfg.layer_decay <= 1.0:
             raise ValueError(f"model.layer_decay must be in (0, 1], got {cfg.layer_decay}")
-        self.head = NNCLRHead(encoder.embed_dim, cfg.proj_hidden_dim, cfg.proj_layers,
-                              cfg.proj_out_dim, cfg.pred_hidden_dim)
-        self.support_queue = SupportQueue(queue_size, cfg.proj_out_dim)
+        self.head, self.support_queue = self.build_head(encoder.embed_dim, queue_size)
         self.trainable_blocks = trainable_blocks_at(self.schedule, 0)
         # The patch embedding and cls token never train here (docs/method.md, stage B):
         # keeping them out of the optimizer saves its state too.
@@ -114,6 +112,14 @@ class UamixAudioMAEModel(BaseFairseqModel):
         if queue_size < cfg.queue_size:
             logger.info("support queue capped at %d entries (the training set size)", queue_size)
         return cls(cfg, encoder, queue_size)
+
+    def build_head(self, embed_dim: int, queue_size: int):
+        """(head, queue) on top of the encoder; models with another objective (SwARo)
+        override this and keep everything else."""
+        cfg = self.cfg
+        return (NNCLRHead(embed_dim, cfg.proj_hidden_dim, cfg.proj_layers, cfg.proj_out_dim,
+                          cfg.pred_hidden_dim),
+                SupportQueue(queue_size, cfg.proj_out_dim))
 
     # ---------------------------------------------------------------- freezing
     def set_num_updates(self, num_updates):
@@ -149,11 +155,15 @@ class UamixAudioMAEModel(BaseFairseqModel):
         """Pooled embeddings [B, D] of normalised fbank [B, 1, T, F]."""
         return self.encoder.pool(self.encoder(x), self.cfg.pooling)
 
+    def _encode(self, x):
+        """Tokens of x; the frozen part of the current stage runs without autograd."""
+        return self.encoder(x, trainable_blocks=self.trainable_blocks)
+
     def forward(self, view1, view2, mixed=None):
         parts = [view1, view2] + ([mixed] if mixed is not None else [])
         # Features are float32; the encoder may be in bf16/fp16.
         x = torch.cat(parts).to(self.encoder.cls_token.dtype)
-        tokens = self.encoder(x, trainable_blocks=self.trainable_blocks)
+        tokens = self._encode(x)
         pooled = self.encoder.pool(tokens, self.cfg.pooling).split(view1.shape[0])
         out = {}
         for name, y in zip(("1", "2", "m"), pooled):

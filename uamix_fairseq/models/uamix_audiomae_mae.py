@@ -20,6 +20,25 @@ from ..optim.uamix_adamw import tag_encoder_parameters, tag_parameter
 logger = logging.getLogger(__name__)
 
 
+def tag_decoder_parameters(decoder, weight_decay: float):
+    """uamix_adamw tags of an MAE decoder (one unit ``decoder``, base lr): matrices at
+    ``weight_decay`` (< 0: the optimizer's), biases, norms and the mask token at 0.
+    Shared with the joint MAE + NNCLR model."""
+    wd = None if weight_decay < 0 else weight_decay
+    for name, p in decoder.named_parameters():
+        no_decay = p.ndim <= 1 or name == "mask_token"
+        tag_parameter(p, "decoder", 1.0, 0.0 if no_decay else wd)
+
+
+def load_decoder_entries(decoder, path) -> int:
+    """Load the decoder entries of the file ``path`` whose shapes match (official
+    names); returns how many were loaded. Shared with the joint MAE + NNCLR model."""
+    obj = _read_file(path)
+    state = obj["model"] if isinstance(obj.get("model"), dict) else obj
+    loaded, _ = decoder.load_matching(state, path)
+    return len(loaded)
+
+
 @dataclass
 class UamixAudioMAEMAEConfig(FairseqDataclass):
     audiomae_checkpoint: str = field(
@@ -128,21 +147,16 @@ class UamixAudioMAEMAEModel(BaseFairseqModel):
             task.encoder_config = {"config": asdict(encoder.cfg), "final_norm": encoder.final_norm}
         model = cls(cfg, encoder)
         if restored is None and cfg.audiomae_checkpoint:
-            obj = _read_file(cfg.audiomae_checkpoint)
-            state = obj["model"] if isinstance(obj.get("model"), dict) else obj
-            loaded, _ = model.decoder.load_matching(state, cfg.audiomae_checkpoint)
+            loaded = load_decoder_entries(model.decoder, cfg.audiomae_checkpoint)
             logger.info("loaded AudioMAE encoder from %s: %s; decoder entries loaded: %d",
-                        cfg.audiomae_checkpoint, encoder.cfg, len(loaded))
+                        cfg.audiomae_checkpoint, encoder.cfg, loaded)
         return model
 
     def _tag_parameters(self):
         """Tags for uamix_adamw: encoder units as in the other models (nothing frozen
         here), the decoder as one unit ``decoder``."""
         tag_encoder_parameters(self.encoder, self.cfg.layer_decay)
-        wd = None if self.cfg.decoder_weight_decay < 0 else self.cfg.decoder_weight_decay
-        for name, p in self.decoder.named_parameters():
-            no_decay = p.ndim <= 1 or name == "mask_token"
-            tag_parameter(p, "decoder", 1.0, 0.0 if no_decay else wd)
+        tag_decoder_parameters(self.decoder, self.cfg.decoder_weight_decay)
 
     def frozen_units(self):
         return set()
