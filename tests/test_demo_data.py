@@ -6,26 +6,39 @@ import os
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
+from uamix_fairseq import demo_data
 from uamix_fairseq.audio import load_audio
-from uamix_fairseq.demo_data import CLASSES, main, make_demo_corpus, synthesize_clip
+from uamix_fairseq.demo_data import (CLASSES, HELDOUT_CLASSES, SEEN_CLASSES, SHORTEST_FRACTION, main,
+                                     make_demo_corpus, synthesize_clip)
+from uamix_fairseq.features import compute_fbank
 from uamix_fairseq.manifest import read_manifest
 
-# Small enough to stay quick: 6 classes x 4 clips of one second.
-CLIPS, SECONDS = 4, 1.0
+# Small enough to stay quick: 8 seen classes x 4 clips, 5 held-out x 3, of 0.7-1 s.
+CLIPS, HELDOUT_CLIPS, SECONDS = 4, 3, 1.0
+SPLITS = ("train", "valid", "heldout")
+
+
+def _make(out_dir, seed=0):
+    return make_demo_corpus(out_dir, clips_per_class=CLIPS, seconds=SECONDS, seed=seed, valid_percent=0.2,
+                            heldout_clips_per_class=HELDOUT_CLIPS)
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("demo")
-    summary = make_demo_corpus(out_dir, clips_per_class=CLIPS, seconds=SECONDS, seed=0, valid_percent=0.2)
-    return out_dir, summary
+    return out_dir, _make(out_dir)
 
 
 def _audio_files(out_dir):
     audio = os.path.join(out_dir, "audio")
     return sorted(
-        os.path.relpath(os.path.join(folder, name), audio)
+        os.path.relpath(os.path.join(folder, name), audio).replace(os.sep, "/")
         for folder, _, files in os.walk(audio)
         for name in files
     )
@@ -34,46 +47,75 @@ def _audio_files(out_dir):
 def test_layout_and_counts(corpus):
     out_dir, summary = corpus
     files = _audio_files(out_dir)
-    assert len(files) == len(CLASSES) * CLIPS == summary["num_clips"]
-    assert files[0] == "chirps/chirps_000.wav"
-    assert summary["classes"] == list(CLASSES) and len(CLASSES) == 6
-    # round(0.2 * 24) = 5 valid clips.
-    assert (summary["num_train"], summary["num_valid"]) == (19, 5)
-    for split, count in (("train", 19), ("valid", 5)):
-        assert len(read_manifest(out_dir / f"{split}.tsv")) == count
-        assert sum(summary["class_counts"][split].values()) == count
+    assert len(files) == 8 * CLIPS + 5 * HELDOUT_CLIPS == summary["num_clips"] == 47
+    assert "tone_sweep_up/tone_sweep_up_003.wav" in files
+    assert "harmonic_sweep_up/harmonic_sweep_up_002.wav" in files
+    assert "harmonic_sweep_up/harmonic_sweep_up_003.wav" not in files
+    assert summary["classes"] == list(CLASSES)
+    assert (summary["seen_classes"], summary["heldout_classes"]) == (list(SEEN_CLASSES), list(HELDOUT_CLASSES))
+    # round(0.2 * 32 seen clips) = 6 valid clips, at most one per class (spread evenly).
+    assert (summary["num_train"], summary["num_valid"], summary["num_heldout"]) == (26, 6, 15)
+    assert max(summary["class_counts"]["valid"].values()) == 1
+    assert summary["class_counts"]["heldout"] == {c: HELDOUT_CLIPS for c in HELDOUT_CLASSES}
+    for split in SPLITS:
+        assert len(read_manifest(out_dir / f"{split}.tsv")) == summary[f"num_{split}"]
+        assert sum(summary["class_counts"][split].values()) == summary[f"num_{split}"]
     info = sf.info(str(out_dir / "audio" / files[0]))
-    assert (info.samplerate, info.frames, info.channels, info.subtype) == (16000, 16000, 1, "PCM_16")
+    assert (info.samplerate, info.channels, info.subtype) == (16000, 1, "PCM_16")
+    json.dumps(summary)  # serialisable as it is
 
 
-def test_labels_line_up_with_manifest_lines(corpus):
+def test_labels_and_sizes_line_up_with_manifest_lines(corpus):
     out_dir, _ = corpus
-    for split in ("train", "valid"):
+    for split, allowed in (("train", SEEN_CLASSES), ("valid", SEEN_CLASSES), ("heldout", HELDOUT_CLASSES)):
         manifest = read_manifest(out_dir / f"{split}.tsv")
         labels = (out_dir / f"{split}.label").read_text().splitlines()
         assert len(labels) == len(manifest)
-        for rel_path, label in zip(manifest.paths, labels):
-            assert label in CLASSES
+        for i, (rel_path, label) in enumerate(zip(manifest.paths, labels)):
+            assert label in allowed, (split, label)
             assert rel_path.startswith(label + "/") and os.path.basename(rel_path).startswith(label + "_")
+            assert sf.info(manifest.full_path(i)).frames == manifest.sizes[i]
+
+
+def test_seen_and_heldout_classes_and_clips_are_disjoint(corpus):
+    out_dir, _ = corpus
+    assert CLASSES == SEEN_CLASSES + HELDOUT_CLASSES and not set(SEEN_CLASSES) & set(HELDOUT_CLASSES)
+    assert len(HELDOUT_CLASSES) >= 5  # 5-way few-shot on the held-out classes
+    paths = {split: set(read_manifest(out_dir / f"{split}.tsv").paths) for split in SPLITS}
+    assert not paths["train"] & paths["valid"] and not (paths["train"] | paths["valid"]) & paths["heldout"]
+    assert paths["train"] | paths["valid"] | paths["heldout"] == set(_audio_files(out_dir))
+    assert {p.split("/")[0] for p in paths["train"]} == set(SEEN_CLASSES)
+    assert {p.split("/")[0] for p in paths["heldout"]} == set(HELDOUT_CLASSES)
 
 
 def test_same_seed_gives_identical_bytes(corpus, tmp_path):
     out_dir, _ = corpus
     again = tmp_path / "again"
-    make_demo_corpus(again, clips_per_class=CLIPS, seconds=SECONDS, seed=0, valid_percent=0.2)
+    _make(again)
     assert _audio_files(again) == _audio_files(out_dir)
     for rel in _audio_files(out_dir):
         assert (again / "audio" / rel).read_bytes() == (out_dir / "audio" / rel).read_bytes(), rel
-    for name in ("train.label", "valid.label"):
-        assert (again / name).read_bytes() == (out_dir / name).read_bytes()
-    for name in ("train.tsv", "valid.tsv"):  # identical apart from the root line
-        assert (again / name).read_text().splitlines()[1:] == (out_dir / name).read_text().splitlines()[1:]
+    for split in SPLITS:
+        assert (again / f"{split}.label").read_bytes() == (out_dir / f"{split}.label").read_bytes()
+        # identical apart from the root line
+        assert (again / f"{split}.tsv").read_text().splitlines()[1:] == (out_dir / f"{split}.tsv").read_text().splitlines()[1:]
 
 
 def test_other_seed_gives_other_audio():
-    assert not np.array_equal(synthesize_clip("chirps", 0, 0.5, seed=0), synthesize_clip("chirps", 0, 0.5, seed=1))
+    for name in ("tone_sweep_up", "vowel_bursts_irregular"):
+        assert not np.array_equal(synthesize_clip(name, 0, 0.5, seed=0), synthesize_clip(name, 0, 0.5, seed=1))
     # A clip depends on (seed, class, index) only, not on how many clips are made.
-    np.testing.assert_array_equal(synthesize_clip("clicks", 3, 0.5), synthesize_clip("clicks", 3, 0.5))
+    np.testing.assert_array_equal(synthesize_clip("bell_arpeggio_up", 3, 0.5), synthesize_clip("bell_arpeggio_up", 3, 0.5))
+
+
+def test_lengths_vary_within_the_documented_range(corpus):
+    out_dir, summary = corpus
+    assert summary["min_seconds"] == pytest.approx(SHORTEST_FRACTION * SECONDS) and SHORTEST_FRACTION == 0.7
+    sizes = np.array([sf.info(str(out_dir / "audio" / rel)).frames for rel in _audio_files(out_dir)])
+    assert sizes.min() >= round(0.7 * 16000) and sizes.max() <= 16000
+    assert sizes.max() - sizes.min() > 0.15 * 16000  # 47 uniform draws over 0.3 s
+    # The shortest 0.5 s clips still give the 32 frames the fairseq tests crop.
+    assert min(synthesize_clip(c, i, 0.5).size for c in CLASSES for i in range(3)) >= 400 + 31 * 160
 
 
 def test_no_clip_is_silent_or_clipped(corpus):
@@ -81,45 +123,67 @@ def test_no_clip_is_silent_or_clipped(corpus):
     for rel in _audio_files(out_dir):
         wav = load_audio(out_dir / "audio" / rel).numpy()  # also runs validate_waveform
         assert np.sqrt(np.mean(wav**2)) > 1e-3, rel
-        assert np.abs(wav).max() < 0.9, rel
-        # The noise floor reaches even the samples before the onset.
+        assert np.abs(wav).max() <= 10 ** (-1 / 20) + 1e-4, rel  # peaks at -20..-1 dBFS
+        assert np.abs(wav).max() >= 10 ** (-20 / 20) - 1e-4, rel
+        # The background noise reaches even the samples before the first event.
         assert np.count_nonzero(wav[:200]) > 100, rel
 
 
-def _clip_features(wav):
-    """Five numbers on timbre and temporal structure, from 25 ms frames."""
-    frames = wav[: wav.size // 400 * 400].reshape(-1, 400) * np.hanning(400)
-    power = np.abs(np.fft.rfft(frames, axis=1)) ** 2 + 1e-12
-    energy = np.log(power.sum(1))
-    active = energy > energy.max() - 30
-    flatness = np.exp(np.log(power).mean(1)) / power.mean(1)
-    peak_bin = np.log(power.argmax(1) + 1.0)
-    return np.array([
-        np.log(flatness[active]).mean(),  # tonal or noisy
-        energy.std(),  # overall dynamics
-        np.abs(np.diff(energy)).mean(),  # fast level changes (bursts, clicks)
-        np.abs(np.diff(peak_bin[active])).mean(),  # moving spectral peak (sweeps)
-        (power[:, 100:].sum(1) / power.sum(1))[active].mean(),  # share above 4 kHz
-    ])
+def test_distractors_come_from_the_same_split(monkeypatch):
+    calls = []
+    real = demo_data._foreground
+
+    def recording(class_name, *args):
+        calls.append(class_name)
+        return real(class_name, *args)
+
+    monkeypatch.setattr(demo_data, "_foreground", recording)
+    for own, split in ((HELDOUT_CLASSES[0], HELDOUT_CLASSES), (SEEN_CLASSES[0], SEEN_CLASSES)):
+        distractors = []
+        for i in range(30):
+            calls.clear()
+            synthesize_clip(own, i, 0.3)
+            assert calls[0] == own and len(calls) <= 2
+            distractors += calls[1:]
+        assert 3 <= len(distractors) <= 20  # about 30% of the clips
+        assert all(d in split and d != own for d in distractors), distractors
 
 
-def test_classes_are_distinguishable(corpus):
-    """Leave-one-out nearest class mean on simple features is far above chance (1/6)."""
-    out_dir, _ = corpus
-    features, labels = [], []
-    for rel in _audio_files(out_dir):
-        features.append(_clip_features(load_audio(out_dir / "audio" / rel).double().numpy()))
-        labels.append(rel.split("/")[0])
-    x = np.array(features)
-    x = (x - x.mean(0)) / x.std(0)
-    y = np.array(labels)
-    correct = 0
-    for i in range(len(x)):
-        others = np.arange(len(x)) != i
-        means = {c: x[others & (y == c)].mean(0) for c in CLASSES}
-        guess = min(means, key=lambda c: np.sum((means[c] - x[i]) ** 2))
-        correct += guess == y[i]
-    assert correct / len(x) >= 0.5
+def _log_mel(name, index):
+    wav = synthesize_clip(name, index, 1.0, seed=0).astype(np.float32) / 32768.0
+    return compute_fbank(torch.from_numpy(wav)).double().numpy()
+
+
+def _spectrum_statistics_accuracy(fbanks, labels):
+    """5-fold accuracy of logistic regression on the time-averaged log-mel and its std."""
+    x = np.array([np.concatenate([f.mean(0), f.std(0)]) for f in fbanks])
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    return cross_val_score(model, x, labels, cv=StratifiedKFold(5, shuffle=True, random_state=0)).mean()
+
+
+def _sweep_direction(fbank):
+    """Mean sign of the loudest mel bin's frame-to-frame moves, in the louder half of the
+    frames (small moves only: a jump is another event, not a glide)."""
+    peak, level = fbank.argmax(1), fbank.max(1)
+    loud = level > np.median(level)
+    step = np.diff(peak)
+    keep = loud[1:] & loud[:-1] & (np.abs(step) <= 4)
+    return np.sign(step[keep]).mean()
+
+
+def test_spectrum_statistics_cannot_tell_up_from_down_sweeps_but_temporal_order_can():
+    """Up- and down-sweeps have the same long-term spectrum: a linear classifier on
+    spectrum statistics is near chance (0.5), one temporal feature is not; the same
+    classifier does tell two timbres apart (so it is not broken)."""
+    n = 30
+    up = [_log_mel("tone_sweep_up", i) for i in range(n)]
+    down = [_log_mel("tone_sweep_down", i) for i in range(n)]
+    other_timbre = [_log_mel("harmonic_sweep_up", i) for i in range(n)]
+    labels = np.repeat([0, 1], n)
+    assert _spectrum_statistics_accuracy(up + down, labels) <= 0.7  # measured 0.47
+    direction = np.array([_sweep_direction(f) for f in up + down])
+    assert np.mean((direction < 0) == (labels == 1)) >= 0.9  # measured 1.0
+    assert _spectrum_statistics_accuracy(up + other_timbre, labels) >= 0.85  # measured 1.0
 
 
 def test_stale_files_are_refused(tmp_path):
@@ -128,12 +192,28 @@ def test_stale_files_are_refused(tmp_path):
     # Re-running with the same settings is fine; fewer clips would leave strays.
     make_demo_corpus(tmp_path, clips_per_class=2, seconds=0.1, valid_percent=0.0)
     with pytest.raises(ValueError, match="would not write"):
-        make_demo_corpus(tmp_path, clips_per_class=1, seconds=0.1, valid_percent=0.0)
+        make_demo_corpus(tmp_path, clips_per_class=2, seconds=0.1, valid_percent=0.0, heldout_clips_per_class=1)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(clips_per_class=0), "clips_per_class"),
+    (dict(heldout_clips_per_class=0), "heldout_clips_per_class"),
+    (dict(seconds=0.03), "shorter than one 25 ms frame"),
+    (dict(valid_percent=1.0), "valid_percent"),
+])
+def test_bad_arguments_are_named(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        make_demo_corpus(tmp_path, **{"clips_per_class": 1, "seconds": 0.1, **kwargs})
+    assert not (tmp_path / "audio").exists()
 
 
 def test_cli(tmp_path, capsys):
-    code = main([str(tmp_path / "d"), "--clips-per-class", "2", "--seconds", "0.1", "--seed", "5"])
+    code = main([str(tmp_path / "d"), "--clips-per-class", "2", "--heldout-clips-per-class", "1",
+                 "--seconds", "0.1", "--seed", "5"])
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["num_clips"] == 12 and summary["num_train"] + summary["num_valid"] == 12
-    assert (tmp_path / "d" / "train.label").exists()
+    assert summary["num_clips"] == 8 * 2 + 5 * 1
+    assert (summary["num_train"], summary["num_valid"], summary["num_heldout"]) == (14, 2, 5)
+    assert (tmp_path / "d" / "train.label").exists() and (tmp_path / "d" / "heldout.label").exists()
+    assert main([str(tmp_path / "e"), "--seconds", "0.01"]) == 2
+    assert "25 ms frame" in capsys.readouterr().err

@@ -443,12 +443,12 @@ def test_fewshot_cli_warns_about_small_classes(demo, capsys):
 
     labels = [r[0] for r in read_labels(demo / "corpus" / "train.tsv")]
     counts = {c: labels.count(c) for c in set(labels)}
-    small = sorted(c for c, n in counts.items() if n < 7)
+    small = sorted(c for c, n in counts.items() if n < 8)
     assert small, counts
     code = fewshot.main(["--encoder", str(demo / "tiny.pth"), "--encoder",
                          str(demo / "other.pth"), "--manifest",
                          str(demo / "corpus" / "train.tsv"), "--ways", "2", "--shots", "2",
-                         "--queries", "5", "--episodes", "10", "--classifier", "ncm"]
+                         "--queries", "6", "--episodes", "10", "--classifier", "ncm"]
                         + _common(demo, demo / "fs_small"))
     err = capsys.readouterr().err
     assert code == 0, err
@@ -473,8 +473,8 @@ def test_cli_errors(demo, capsys, tmp_path):
     code, err = _fewshot_error(demo, capsys, "--labels", str(bad))
     assert code == 2 and "label lines" in err and "short.label" in err
     # too few classes for N
-    code, err = _fewshot_error(demo, capsys, "--ways", "7")
-    assert code == 2 and "7-way" in err and "only 6 of 6 classes" in err
+    code, err = _fewshot_error(demo, capsys, "--ways", "9")
+    assert code == 2 and "9-way" in err and "only 8 of 8 classes" in err
     # not an encoder
     junk = tmp_path / "junk.pt"
     torch.save({"model": {"fc.weight": torch.zeros(2, 2)}}, junk)

@@ -51,11 +51,11 @@ def test_npz_from_manifest(corpus, encoder_file, reference, tmp_path, capsys):
     rc = main(["--encoder", encoder_file, "--manifest", str(corpus / "train.tsv"),
                "--out", str(out), "--quiet", "--batch-size", "5"])
     assert rc == 0
-    assert "22 clips x 64 dims" in capsys.readouterr().out
+    assert "29 clips x 64 dims" in capsys.readouterr().out
     by_path, order = reference
     z = np.load(out)
     assert sorted(z.files) == ["embeddings", "labels", "paths"]
-    assert z["embeddings"].dtype == np.float32 and z["embeddings"].shape == (22, 64)
+    assert z["embeddings"].dtype == np.float32 and z["embeddings"].shape == (29, 64)
     assert z["paths"].tolist() == order  # manifest order
     expected = np.stack([by_path[p] for p in order])
     np.testing.assert_allclose(z["embeddings"], expected, rtol=0, atol=1e-5)
@@ -73,10 +73,10 @@ def test_npy_and_txt_from_folder(corpus, encoder_file, reference, tmp_path):
     emb = np.load(out)
     paths = (tmp_path / "sub" / "emb.txt").read_text().splitlines()
     assert paths == _all_wavs(corpus / "audio")  # every clip, sorted by relative path
-    assert emb.shape == (24, 64)
+    assert emb.shape == (52, 64)
     by_path, _ = reference
     shared = [i for i, p in enumerate(paths) if p in by_path]
-    assert len(shared) == 22  # train.tsv's clips; the other 2 are valid.tsv's
+    assert len(shared) == 29  # train.tsv's clips; the other 23 are valid.tsv's and heldout.tsv's
     np.testing.assert_allclose(emb[shared], np.stack([by_path[paths[i]] for i in shared]),
                                rtol=0, atol=1e-5)
     assert not os.path.exists(tmp_path / "sub" / "emb.txt.npy")
@@ -85,7 +85,7 @@ def test_npy_and_txt_from_folder(corpus, encoder_file, reference, tmp_path):
 def test_folder_reads_any_soundfile_format_and_skips_broken_files(corpus, encoder_file, tmp_path):
     folder = tmp_path / "mixed"
     (folder / "deep" / "er").mkdir(parents=True)
-    wav, sr = sf.read(str(corpus / "audio" / "clicks" / "clicks_000.wav"), dtype="int16")
+    wav, sr = sf.read(str(corpus / "audio" / "click_train_accelerating" / "click_train_accelerating_000.wav"), dtype="int16")
     sf.write(str(folder / "a.wav"), wav, sr, subtype="PCM_16")
     sf.write(str(folder / "deep" / "er" / "b.flac"), wav, sr, subtype="PCM_16")
     (folder / "broken.wav").write_bytes(b"RIFF\x00\x00garbage")
@@ -115,7 +115,7 @@ def test_num_frames_option_changes_the_input_length(corpus, encoder_file, tmp_pa
     result = export_embeddings(encoder_file, str(tmp_path / "a.npz"),
                                manifest=str(corpus / "valid.tsv"), num_frames=48,
                                pooling="cls", norm="esc50", progress=False)
-    assert result["num_frames"] == 48 and result["num_clips"] == 2
+    assert result["num_frames"] == 48 and result["num_clips"] == 3
 
 
 def test_errors_are_clear(corpus, encoder_file, tmp_path, capsys):

@@ -27,6 +27,7 @@ from uamix_fairseq.criterions import uamix_classification as crit_mod
 from uamix_fairseq.criterions.uamix_classification import (UamixClassificationConfig,
                                                            UamixClassificationCriterion,
                                                            soft_cross_entropy)
+from uamix_fairseq.demo_data import SEEN_CLASSES
 from uamix_fairseq.demo_data import main as demo_data_main
 from uamix_fairseq.labels import LabelError
 from uamix_fairseq.manifest import read_manifest
@@ -270,9 +271,9 @@ def test_unknown_class_in_valid_split_is_an_error(corpus, tmp_path):
     labels[1] = "whale_song"
     _write_lines(os.path.join(data, "valid.label"), labels)
     task = _task(data)
-    assert len(task.classes) == 6 and task.multilabel is False
+    assert len(task.classes) == 8 and task.multilabel is False
     with pytest.raises(LabelError, match=r"valid\.label:2: class 'whale_song' is not one "
-                                         r"of the 6 classes of the training split"):
+                                         r"of the 8 classes of the training split"):
         task.load_dataset("valid")
 
 
@@ -289,7 +290,7 @@ def test_label_lines_must_match_manifest(corpus, tmp_path):
 def test_multilabel_is_detected_and_forced(corpus, tmp_path):
     data = _copy_corpus(corpus, str(tmp_path / "data"))
     valid = _lines(os.path.join(data, "valid.label"))
-    valid[0] = "chirps,clicks"
+    valid[0] = "click_train_accelerating,tone_sweep_up"
     _write_lines(os.path.join(data, "valid.label"), valid)
     single = _task(data)  # the train split has one class per clip
     with pytest.raises(LabelError, match=r"valid\.label:1: 2 classes .* single-label task"):
@@ -299,7 +300,7 @@ def test_multilabel_is_detected_and_forced(corpus, tmp_path):
     batch = forced.dataset("valid").collater([forced.dataset("valid")[0]])
     assert batch["target"].dtype == torch.bool
     assert batch["target"][0].nonzero().flatten().tolist() == [
-        forced.classes.index("chirps"), forced.classes.index("clicks")]
+        forced.classes.index("click_train_accelerating"), forced.classes.index("tone_sweep_up")]
 
 
 # ------------------------------------------------------------------------ through fairseq
@@ -353,17 +354,18 @@ def runs(corpus):
     procs["single"] = _start_train(_overrides(
         single_data, encoder, str(root / "single"), **{
             "dataset.train_subset": "tiny", "optimization.max_epoch": 25,
+            "dataset.batch_size": len(first),
             "optimization.lr": "[0.003]",
             "task.specaug_freq_mask": 0, "task.specaug_time_mask": 0,
             "model.mask_t_prob": 0, "model.mask_f_prob": 0, "model.drop_path_rate": 0,
             "model.layer_decay": 1.0, "criterion.label_smoothing": 0}), cwd=str(root))
 
-    # Multi-label: some clips also carry "speechlike"; the AS-20K recipe (mixup,
+    # Multi-label: some clips also carry "vowel_bursts_regular"; the AS-20K recipe (mixup,
     # SpecAugment 48/192, patch dropout, BCE, mAP).
     multi_data = _copy_corpus(corpus, str(root / "multi"))
     for split in ("train", "valid"):
         labels = _lines(os.path.join(multi_data, f"{split}.label"))
-        labels = [c + ",speechlike" if i % 3 == 0 and c != "speechlike" else c
+        labels = [c + ",vowel_bursts_regular" if i % 3 == 0 and c != "vowel_bursts_regular" else c
                   for i, c in enumerate(labels)]
         _write_lines(os.path.join(multi_data, f"{split}.label"), labels)
     procs["multi"] = _start_train(_overrides(
@@ -389,19 +391,18 @@ def _epoch_values(log, tag, key):
 
 def test_single_label_training_logs_accuracy_and_learns(runs):
     log = runs["single"]["log"]
-    assert "6 classes from" in log and "single-label" in log
+    assert "8 classes from" in log and "single-label" in log
     accuracy = _epoch_values(log, "valid", "accuracy")
     assert len(accuracy) == 25 and all(0 <= a <= 100 for a in accuracy)
     assert "best_accuracy" in log
     losses = _epoch_values(log, "train", "loss")
     assert len(losses) == 25
-    assert abs(losses[0] - math.log2(6)) < 0.01  # chance: the head starts near zero
+    assert abs(losses[0] - math.log2(8)) < 0.01  # chance: the head starts near zero
     assert losses[-1] < 0.5 * losses[0], losses
     state = torch.load(os.path.join(runs["single"]["save_dir"], "checkpoint_last.pt"),
                        weights_only=False)
-    assert state["task_state"]["classes"] == sorted(
-        ["tone_bursts", "chirps", "clicks", "noise_bands", "harmonic_notes", "speechlike"])
-    assert state["model"]["head.weight"].shape == (6, 64)
+    assert state["task_state"]["classes"] == sorted(SEEN_CLASSES)
+    assert state["model"]["head.weight"].shape == (8, 64)
 
 
 def test_fairseq_validate_reproduces_the_last_validation(runs):
