@@ -1,0 +1,280 @@
+"""The README's main job: pretrain a small AudioMAE, tune it, measure the few-shot gain.
+
+    python -m uamix_fairseq.demo_pipeline OUT_DIR [--quick] [--joint] [--seed 1]
+
+Stages, each a plain ``fairseq-hydra-train`` run with a yaml from ``configs/`` (the log
+of each is in OUT_DIR/logs/, its checkpoints in OUT_DIR/<stage>/checkpoints, its
+tensorboard events in OUT_DIR/tensorboard/<stage>):
+
+1. ``corpus``: the synthetic demo corpus (``demo_data``): seen classes for pretraining
+   and tuning (labels unused), held-out classes for the evaluation.
+2. ``mae``: masked-autoencoder pretraining from scratch (configs/mae_demo.yaml).
+3. ``uamix``: uaMix tuning of the MAE encoder (configs/demo.yaml, T-CutMix).
+4. ``none``: the same tuning without mixtures (``criterion.mix_mode=none``).
+5. ``joint`` (with ``--joint``): the naive baseline, MAE + NNCLR losses on the whole
+   encoder from scratch (configs/joint_demo.yaml) for as many updates as 2 and 3 together.
+6. ``fewshot``: N-way k-shot evaluation (``uamix-fewshot``) of every encoder, plus a
+   randomly initialised one for reference, on the held-out classes; table, JSON, CSV,
+   plot in OUT_DIR/fewshot/.
+
+Every encoder is exported to OUT_DIR/encoders/<stage>.pth (AudioMAE layout).
+OUT_DIR/results.json records the wall-clock time of every stage, the settings and the
+few-shot results. ``--quick`` shrinks everything (a tiny corpus, model and a few updates)
+to check the whole path in well under a minute; its numbers mean nothing.
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional, Sequence
+
+from .audiomae import EncoderConfig, write_random_audiomae
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG_DIR = os.path.join(REPO, "configs")
+USER_DIR = os.path.join(REPO, "uamix_fairseq")
+
+# Shared by every stage: the demo's clip crops and the encoder the MAE stage builds.
+NUM_FRAMES = 128
+ENCODER = {"embed_dim": 192, "depth": 6, "num_heads": 3}
+
+FULL = {
+    "corpus": {"clips_per_class": 40, "heldout_clips_per_class": 30, "seconds": 2.0},
+    "mae_updates": 600, "tune_updates": 300, "tune_unfreeze": 100,
+    "encoder": ENCODER, "stage_overrides": [], "head_overrides": [], "decoder_overrides": [],
+    "fewshot": ["--ways", "5", "--shots", "1", "5", "--queries", "10", "--episodes", "300"],
+}
+QUICK = {
+    "corpus": {"clips_per_class": 4, "heldout_clips_per_class": 7, "seconds": 0.6},
+    "mae_updates": 3, "tune_updates": 3, "tune_unfreeze": 2,
+    "encoder": {"embed_dim": 32, "depth": 2, "num_heads": 1},
+    "stage_overrides": ["++dataset.batch_size=4", "++common.log_interval=1",
+                        "++dataset.validate_interval_updates=3",
+                        "++checkpoint.save_interval_updates=3",
+                        "++lr_scheduler.warmup_updates=1"],
+    "head_overrides": ["++model.proj_hidden_dim=32", "++model.pred_hidden_dim=32",
+                       "++model.proj_out_dim=16"],
+    "decoder_overrides": ["++model.decoder_embed_dim=16", "++model.decoder_depth=1",
+                          "++model.decoder_num_heads=1"],
+    "fewshot": ["--ways", "5", "--shots", "1", "--queries", "2", "--episodes", "5"],
+}
+
+
+class PipelineError(RuntimeError):
+    pass
+
+
+def _train_command() -> List[str]:
+    exe = os.path.join(os.path.dirname(sys.executable), "fairseq-hydra-train")
+    return [exe] if os.path.exists(exe) else [sys.executable, "-m", "fairseq_cli.hydra_train"]
+
+
+def _stream(proc, log_file, stage: str):
+    """Copy the run's output to its log; show progress and validation lines."""
+    for line in proc.stdout:
+        log_file.write(line)
+        if any(tag in line for tag in ("][train_inner][", "][valid][", "][train][")):
+            print(f"  [{stage}] {line.split('] - ', 1)[-1].strip()}", flush=True)
+
+
+def train_stage(stage: str, config_name: str, overrides: Sequence[str], out_dir: str,
+                threads: int) -> float:
+    """Run one fairseq-hydra-train stage; returns its wall-clock seconds."""
+    save_dir = os.path.join(out_dir, stage, "checkpoints")
+    args = [*_train_command(), "--config-dir", CONFIG_DIR, "--config-name", config_name,
+            f"common.user_dir={USER_DIR}", f"checkpoint.save_dir={save_dir}",
+            f"common.tensorboard_logdir={os.path.join(out_dir, 'tensorboard', stage)}",
+            *overrides]
+    log_path = os.path.join(out_dir, "logs", f"{stage}.log")
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    work = os.path.join(out_dir, stage)
+    os.makedirs(work, exist_ok=True)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONWARNINGS="ignore")
+    print(f"[{stage}] fairseq-hydra-train --config-name {config_name} (log: {log_path})",
+          flush=True)
+    start = time.perf_counter()
+    with open(log_path, "w") as log_file:
+        log_file.write("$ " + " ".join(args) + "\n")
+        proc = subprocess.Popen(args, cwd=work, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        _stream(proc, log_file, stage)
+        code = proc.wait()
+    seconds = time.perf_counter() - start
+    if code != 0:
+        with open(log_path) as f:
+            tail = "".join(f.readlines()[-30:])
+        raise PipelineError(f"stage {stage} failed (exit {code}); end of {log_path}:\n{tail}")
+    print(f"[{stage}] done in {seconds:.0f} s", flush=True)
+    return seconds
+
+
+def export_encoder(stage: str, out_dir: str) -> str:
+    from .export import main as export_main
+
+    path = os.path.join(out_dir, "encoders", f"{stage}.pth")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    ckpt = os.path.join(out_dir, stage, "checkpoints", "checkpoint_last.pt")
+    if export_main([ckpt, path]) != 0:
+        raise PipelineError(f"could not export the encoder of {ckpt}")
+    return path
+
+
+STAGE_DIRS = ("corpus", "mae", "uamix", "none", "joint", "encoders", "embeddings", "fewshot",
+              "logs", "tensorboard")
+
+
+def _clear_previous_run(out_dir: str, overwrite: bool):
+    """fairseq resumes from checkpoint_last.pt when it finds one, so a second run into
+    the same folder would silently reuse the first one's training: refuse, or delete
+    the previous run's folders with ``overwrite``."""
+    import shutil
+
+    found = [d for d in STAGE_DIRS if os.path.exists(os.path.join(out_dir, d))]
+    if not found:
+        return
+    if not overwrite:
+        raise PipelineError(f"{out_dir} already holds a run ({', '.join(found)}); choose "
+                            "a new folder or pass --overwrite to delete those and start again")
+    for d in found:
+        shutil.rmtree(os.path.join(out_dir, d))
+    results = os.path.join(out_dir, "results.json")
+    if os.path.exists(results):
+        os.remove(results)
+
+
+def run_pipeline(out_dir: str, quick: bool = False, joint: bool = False, seed: int = 1,
+                 threads: int = 1, overwrite: bool = False) -> Dict:
+    from .demo_data import make_demo_corpus
+    from .evaluation.fewshot import main as fewshot_main
+
+    plan = QUICK if quick else FULL
+    out_dir = os.path.abspath(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    _clear_previous_run(out_dir, overwrite)
+    timings = {}
+    t0 = time.perf_counter()
+
+    corpus = os.path.join(out_dir, "corpus")
+    start = time.perf_counter()
+    summary = make_demo_corpus(corpus, seed=0, **plan["corpus"])
+    timings["corpus"] = time.perf_counter() - start
+    print(f"[corpus] {summary['num_train']} train + {summary['num_valid']} valid clips of "
+          f"{len(summary['seen_classes'])} seen classes; {summary['num_heldout']} clips of "
+          f"{len(summary['heldout_classes'])} held-out classes ({timings['corpus']:.0f} s)",
+          flush=True)
+
+    # One random initialisation, the start of both the MAE and the joint run, and the
+    # "random" row of the table (the same architecture, never trained).
+    enc = plan["encoder"]
+    encoders = {"random": os.path.join(out_dir, "encoders", "random.pth")}
+    os.makedirs(os.path.dirname(encoders["random"]), exist_ok=True)
+    write_random_audiomae(encoders["random"], EncoderConfig(num_frames=NUM_FRAMES, **enc),
+                          seed=seed, with_decoder=False)
+
+    common = [f"task.data={corpus}", f"++task.num_frames={NUM_FRAMES}",
+              f"++common.seed={seed}", *plan["stage_overrides"]]
+    from_random = [f"++model.audiomae_checkpoint={encoders['random']}"]
+    head, decoder = plan["head_overrides"], plan["decoder_overrides"]
+
+    timings["mae"] = train_stage("mae", "mae_demo", common + from_random + decoder + [
+        f"++optimization.max_update={plan['mae_updates']}"], out_dir, threads)
+    encoders["mae"] = export_encoder("mae", out_dir)
+
+    half = enc["depth"] // 2
+    tune = common + head + [f"++model.audiomae_checkpoint={encoders['mae']}",
+                            f"++optimization.max_update={plan['tune_updates']}",
+                            f"++model.freeze_schedule='[(0, 0), ({plan['tune_unfreeze']}, {half})]'"]
+    timings["uamix"] = train_stage("uamix", "demo", tune, out_dir, threads)
+    encoders["uamix"] = export_encoder("uamix", out_dir)
+    timings["none"] = train_stage("none", "demo", tune + ["++criterion.mix_mode=none"],
+                                  out_dir, threads)
+    encoders["none"] = export_encoder("none", out_dir)
+    if joint:
+        updates = plan["mae_updates"] + plan["tune_updates"]
+        timings["joint"] = train_stage("joint", "joint_demo", common + from_random + head + decoder + [
+            f"++optimization.max_update={updates}",
+            f"++model.freeze_schedule='[(0, {enc['depth']})]'"], out_dir, threads)
+        encoders["joint"] = export_encoder("joint", out_dir)
+
+    names = ["random", "mae", "none", "uamix"] + (["joint"] if joint else [])
+    argv = ["--manifest", os.path.join(corpus, "heldout.tsv"), "--num-frames", str(NUM_FRAMES),
+            "--out", os.path.join(out_dir, "fewshot"), "--seed", "0", "--no-progress",
+            "--cache-dir", os.path.join(out_dir, "embeddings"), *plan["fewshot"]]
+    for name in names:
+        argv += ["--encoder", encoders[name], "--name", name]
+    print(f"[fewshot] uamix-fewshot on the held-out classes: {', '.join(names)}", flush=True)
+    start = time.perf_counter()
+    if fewshot_main(argv) != 0:
+        raise PipelineError("the few-shot evaluation failed (see the error above)")
+    timings["fewshot"] = time.perf_counter() - start
+    timings["total"] = time.perf_counter() - t0
+
+    with open(os.path.join(out_dir, "fewshot", "fewshot.json")) as f:
+        fewshot = json.load(f)
+    results = {
+        "quick": quick, "seed": seed, "threads": threads,
+        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(),
+                    "python": platform.python_version()},
+        "seconds": {k: round(v, 1) for k, v in timings.items()},
+        "updates": {"mae": plan["mae_updates"], "uamix": plan["tune_updates"],
+                    "none": plan["tune_updates"],
+                    **({"joint": plan["mae_updates"] + plan["tune_updates"]} if joint else {})},
+        "encoders": encoders, "corpus": summary, "fewshot": fewshot,
+    }
+    with open(os.path.join(out_dir, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    _print_summary(out_dir, results)
+    return results
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _print_summary(out_dir: str, results: Dict):
+    s = results["seconds"]
+    print("\nwall-clock (s): " + ", ".join(f"{k} {v:.0f}" for k, v in s.items()))
+    print(f"table, plot:    {os.path.join(out_dir, 'fewshot')} (fewshot.csv, fewshot.png)")
+    print(f"checkpoints:    {out_dir}/<stage>/checkpoints   encoders: {out_dir}/encoders")
+    print(f"tensorboard:    tensorboard --logdir {os.path.join(out_dir, 'tensorboard')}")
+    print(f"everything:     {os.path.join(out_dir, 'results.json')}")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m uamix_fairseq.demo_pipeline",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("out_dir", help="folder for the corpus, checkpoints, logs, results")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny corpus, model and runs: checks the path, not the method")
+    parser.add_argument("--joint", action="store_true",
+                        help="also train the naive MAE + NNCLR baseline (about as long as "
+                        "the MAE and uaMix stages together)")
+    parser.add_argument("--seed", type=int, default=1, help="training seed of every stage")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads per training run (1: see README, Performance)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="delete a previous run in OUT_DIR first (otherwise refused, "
+                        "because fairseq would resume from its checkpoints)")
+    args = parser.parse_args(argv)
+    try:
+        run_pipeline(args.out_dir, args.quick, args.joint, args.seed, args.threads,
+                     args.overwrite)
+    except PipelineError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
