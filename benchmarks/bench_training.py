@@ -1,7 +1,7 @@
 """Training-step cost of uaMix tuning of a ViT-B AudioMAE on CPU.
 
     python benchmarks/bench_training.py [--batch-size 8] [--num-frames 128] [--steps 5]
-                                        [--warmup 1] [--threads 1] [--quick]
+                                        [--warmup 1] [--threads 1] [--quick] [--unremix]
                                         [--out benchmarks/results.json]
 
 What it measures, on one synthetic batch of waveforms already in memory (so data loading
@@ -22,6 +22,10 @@ support queue filled with random unit vectors:
    ``fairseq.optim.build_optimizer`` -> ``uamix_adamw``) driven by ``task.train_step`` +
    ``task.optimizer_step``; and fairseq's ``Trainer.train_step``. All three start from the
    same weights and seeds, so their losses must agree step by step (checked).
+3. With ``--unremix``: the UnReMix overhead. The fairseq task step with
+   ``criterion.unremix=true`` (default fields) beside the plain one, from the same
+   weights, in the same interleaved rounds; plus the weight computation alone (the three
+   weight matrices of a step) at this batch and at the AudioSet-20K global batch of 1024.
 
 Timing: every timed pipeline runs one step in turn, round after round (the order rotates
 each round), so a change of machine load during the run hits all of them alike; the
@@ -80,7 +84,9 @@ PIPELINE_NAMES = {
     "bare_all12": "bare PyTorch loop, all 12 blocks trainable",
     "fairseq_task": "fairseq task.train_step + task.optimizer_step (top 6)",
     "fairseq_trainer": "fairseq Trainer.train_step (top 6)",
+    "fairseq_task_unremix": "fairseq task step with UnReMix negative weights (top 6)",
 }
+UNREMIX_TARGET = 1.05  # at most 5% extra step time (issue 5)
 
 
 # --------------------------------------------------------------------------------------
@@ -205,7 +211,8 @@ def build_bare(encoder, head_state, queue_size, trainable_blocks, frontend, view
 # --------------------------------------------------------------------------------------
 
 
-def fairseq_config(checkpoint, data_dir, save_dir, num_frames, batch_size, queue_size):
+def fairseq_config(checkpoint, data_dir, save_dir, num_frames, batch_size, queue_size,
+                   unremix: bool = False):
     """A full FairseqConfig made from the dataclasses, resolved and frozen the way
     fairseq's hydra entry point does it (to_container(resolve=True) -> struct)."""
     from fairseq.dataclass.configs import FairseqConfig
@@ -236,6 +243,7 @@ def fairseq_config(checkpoint, data_dir, save_dir, num_frames, batch_size, queue
         })
         cfg.criterion = OmegaConf.merge(OmegaConf.structured(UamixNNCLRConfig), {
             "_name": "uamix_nnclr", "temperature": TEMPERATURE, "mix_mode": "tcutmix",
+            "unremix": unremix,
         })
         cfg.optimizer = OmegaConf.merge(OmegaConf.structured(UamixAdamWConfig), {
             "_name": "uamix_adamw", "adam_betas": str(BETAS), "adam_eps": EPS,
@@ -297,7 +305,7 @@ class FairseqTrainerLoop:
         return self.recorder.losses[-1]
 
 
-def build_fairseq(cfg, with_trainer: bool):
+def build_fairseq(cfg, with_trainer: bool, unremix_cfg=None):
     """The fairseq loops, each with its own task and model; identical weights and queues.
 
     (One task per model: once a task has built a model it holds the encoder shape, and a
@@ -320,7 +328,48 @@ def build_fairseq(cfg, with_trainer: bool):
         fill_queue(model2.support_queue)
         loops["fairseq_trainer"] = FairseqTrainerLoop(cfg, task2, model2,
                                                       task2.build_criterion(cfg.criterion))
+    if unremix_cfg is not None:
+        # The same step with UnReMix on: its own task, model (same file, same head and
+        # queue) and optimizer, so that it does exactly the work of "fairseq_task" plus
+        # the weights.
+        task3 = tasks.setup_task(unremix_cfg.task)
+        model3 = task3.build_model(unremix_cfg.model)
+        model3.head.load_state_dict(model.head.state_dict())
+        fill_queue(model3.support_queue)
+        optimizer3 = optim.build_optimizer(
+            unremix_cfg.optimizer, [p for p in model3.parameters() if p.requires_grad])
+        criterion3 = task3.build_criterion(unremix_cfg.criterion)
+        if criterion3.unremix is None:
+            raise RuntimeError("criterion.unremix did not reach the UnReMix criterion")
+        loops["fairseq_task_unremix"] = FairseqTaskLoop(task3, model3, criterion3, optimizer3)
     return model, loops
+
+
+def time_unremix_weights(batch_sizes, out_dim: int = 256, rounds: int = 5):
+    """The UnReMix weight computation of one step alone (12, 21 and mixture matrices,
+    default fields), on random unit embeddings of a global batch of each size:
+    median seconds on both clocks."""
+    from uamix_fairseq.nnclr import soft_target_matrix
+    from uamix_fairseq.unremix import UnReMixConfig, negative_weights
+
+    cfg = UnReMixConfig()
+    out = {}
+    for m in batch_sizes:
+        g = torch.Generator().manual_seed(m)
+        emb = [F.normalize(torch.randn(m, out_dim, generator=g), dim=1) for _ in range(5)]
+        one_hot, mask = torch.eye(m), torch.ones(m, dtype=torch.bool)
+        soft = soft_target_matrix(torch.full((m,), 0.6), torch.arange(m),
+                                  torch.arange(m - 1, -1, -1), m)
+        times = {clock: [] for clock in CLOCKS}
+        for _ in range(rounds):
+            t0 = {clock: fn() for clock, fn in CLOCKS.items()}
+            negative_weights(emb[0], emb[1], one_hot, TEMPERATURE, cfg, None, mask)
+            negative_weights(emb[2], emb[3], one_hot, TEMPERATURE, cfg, None, mask)
+            negative_weights(emb[4], emb[2], soft, TEMPERATURE, cfg, None, mask)
+            for clock, fn in CLOCKS.items():
+                times[clock].append(fn() - t0[clock])
+        out[str(m)] = {clock: statistics.median(t) for clock, t in times.items()}
+    return out
 
 
 # --------------------------------------------------------------------------------------
@@ -565,6 +614,9 @@ def print_report(res):
           f"{a['cpu']['fused']:.3f} s ({a['cpu']['default'] / a['cpu']['fused']:.1f}x; wall "
           f"{a['wall']['default']:.3f} s vs {a['wall']['fused']:.3f} s).")
 
+    if "unremix_overhead" in res:
+        print_unremix_report(res["unremix_overhead"], c)
+
     print("\nHow memory is measured: each configuration runs in a fresh Python process "
           "that builds the ViT-B encoder, head, queue and AdamW from scratch (random "
           "weights, no checkpoint read), resets the kernel's RSS high-water mark "
@@ -579,6 +631,27 @@ def print_report(res):
           "(hooked with torch.autograd.graph.saved_tensors_hooks, each storage once, "
           "parameters excluded). 'Grads + AdamW state' = 12 bytes per trainable "
           "parameter (fp32 grad, exp_avg, exp_avg_sq).")
+
+
+def print_unremix_report(u, c):
+    print("\n## UnReMix overhead (--unremix)\n")
+    print(f"The fairseq task step (top 6 of 12 trainable, batch {c['batch_size']}) without "
+          "and with criterion.unremix=true (default fields: all three terms, minmax, mean "
+          "one, floor 0.05), same weights and batch, in the same interleaved rounds. "
+          "'per-round ratio' is the median over rounds of (UnReMix step / plain step of "
+          "the same round), less sensitive to load changes than the ratio of medians.\n")
+    print("| pipeline | step, wall (s) | step, CPU (s) |")
+    print("| --- | ---: | ---: |")
+    for key in ("fairseq_task", "fairseq_task_unremix"):
+        print(f"| {PIPELINE_NAMES[key]} | {u['median_s']['wall'][key]:.3f} "
+              f"({spread(u['step_times_s']['wall'][key])}) | {u['median_s']['cpu'][key]:.3f} |")
+    for clock in CLOCKS:
+        print(f"- {clock}: ratio of medians {u['ratio'][clock]:.3f}, per-round ratio "
+              f"{u['per_round_ratio'][clock]:.3f} "
+              f"({verdict(u['per_round_ratio'][clock], UNREMIX_TARGET)})")
+    print("- the weight computation alone (three weight matrices, one step, 1 thread): "
+          + ", ".join(f"global batch {m}: {t['cpu'] * 1e3:.1f} ms CPU ({t['wall'] * 1e3:.1f} "
+                      "ms wall)" for m, t in u["weights_alone_s"].items()))
 
 
 # --------------------------------------------------------------------------------------
@@ -608,6 +681,9 @@ def parse_args(argv=None):
                         help="skip fairseq's Trainer.train_step")
     parser.add_argument("--no-memory", action="store_true",
                         help="skip the memory subprocesses")
+    parser.add_argument("--unremix", action="store_true",
+                        help="also time the fairseq task step with criterion.unremix=true "
+                        "in the same interleaved rounds, and the UnReMix weights alone")
     parser.add_argument("--out", default="benchmarks/results.json", help="results JSON")
     parser.add_argument("--memory-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--trainable-blocks", type=int, default=PARTIAL_BLOCKS,
@@ -717,7 +793,12 @@ def main(argv=None):
         write_random_audiomae(ckpt, EncoderConfig(num_frames=args.num_frames), seed=0)
         cfg = fairseq_config(ckpt, tmp, os.path.join(tmp, "ckpt"), args.num_frames,
                              args.batch_size, args.queue_size)
-        fs_model, loops = build_fairseq(cfg, with_trainer=not args.no_trainer)
+        unremix_cfg = None
+        if args.unremix:
+            unremix_cfg = fairseq_config(ckpt, tmp, os.path.join(tmp, "ckpt"), args.num_frames,
+                                         args.batch_size, args.queue_size, unremix=True)
+        fs_model, loops = build_fairseq(cfg, with_trainer=not args.no_trainer,
+                                        unremix_cfg=unremix_cfg)
         head_state = fs_model.head.state_dict()
         encoder6 = load_audiomae(ckpt, num_frames=args.num_frames)
     encoder12 = copy.deepcopy(encoder6)
@@ -777,6 +858,20 @@ def main(argv=None):
             for n in fs_names if n != "bare_top6"
         },
     }
+    if args.unremix:
+        names = ("fairseq_task", "fairseq_task_unremix")
+        print("UnReMix weights alone...", flush=True)
+        results_unremix = {
+            "median_s": {c: {n: median[c][n] for n in names} for c in CLOCKS},
+            "step_times_s": {c: {n: times[c][n] for n in names} for c in CLOCKS},
+            "ratio": {c: median[c][names[1]] / median[c][names[0]] for c in CLOCKS},
+            "per_round_ratio": {c: statistics.median(
+                a / b for a, b in zip(times[c][names[1]], times[c][names[0]]))
+                for c in CLOCKS},
+            "losses": {n: losses[n] for n in names},
+            "weights_alone_s": time_unremix_weights(
+                sorted({args.batch_size, 1024}), rounds=max(3, args.steps)),
+        }
     machine["load_average_at_end"] = os.getloadavg()
     results = {
         "machine": machine,
@@ -788,6 +883,7 @@ def main(argv=None):
         "partial_vs_full": partial,
         "fairseq_vs_bare": fairseq_vs_bare,
         "adamw_step_alone_s": {**adamw, "parameters": trainable["top6"]},
+        **({"unremix_overhead": results_unremix} if args.unremix else {}),
         "wall_time_s": time.perf_counter() - started,
     }
     print_report(results)

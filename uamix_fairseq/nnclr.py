@@ -148,39 +148,76 @@ def contrastive_logits(anchors: torch.Tensor, candidates: torch.Tensor,
     return F.normalize(anchors, dim=-1) @ F.normalize(candidates, dim=-1).t() / temperature
 
 
+def weight_negatives(logits: torch.Tensor, negative_weights: Optional[torch.Tensor],
+                     positives: torch.Tensor) -> torch.Tensor:
+    """logits + log w on the negatives: the softmax denominator becomes
+    sum over positives of exp(logit) + sum over negatives of w * exp(logit).
+
+    ``negative_weights`` [n, m] (positive; detached here, they are importance weights,
+    not something to learn), ``positives`` [n, m] bool: columns that stay unweighted.
+    Masked columns (logit -inf) stay at -inf whatever their weight."""
+    if negative_weights.shape != logits.shape:
+        raise ValueError(f"negative_weights must have the logits' shape {tuple(logits.shape)}"
+                         f", got {tuple(negative_weights.shape)}")
+    log_w = negative_weights.detach().to(logits.dtype).log().masked_fill(positives, 0.0)
+    return logits + log_w
+
+
 def nnclr_loss(neighbours: torch.Tensor, predictions: torch.Tensor, targets: torch.Tensor,
                temperature: float, column_mask: Optional[torch.Tensor] = None,
-               reduction: str = "sum"):
+               reduction: str = "sum", negative_weights: Optional[torch.Tensor] = None):
     """NNCLR cross entropy: row i of NN(z_i) . p_k / tau should pick column targets[i].
 
     neighbours [n, d] (local rows), predictions [m, d] (global batch), targets [n]
     (global column of each row's positive). ``column_mask`` [m] bool marks columns that
-    may serve as negatives (False for dummy rows). Returns (loss, logits).
+    may serve as negatives (False for dummy rows). ``negative_weights`` [n, m] (e.g.
+    UnReMix, ``uamix_fairseq.unremix``): each negative's exp(logit) in the denominator
+    is scaled by its weight; the positive column is never weighted. Returns (loss,
+    logits), the logits unweighted.
     """
     logits = contrastive_logits(neighbours, predictions, temperature)
     if column_mask is not None:
         logits = logits.masked_fill(~column_mask[None, :], float("-inf"))
-    return F.cross_entropy(logits, targets, reduction=reduction), logits
+    scored = logits
+    if negative_weights is not None:
+        positives = torch.zeros_like(logits, dtype=torch.bool)
+        positives[torch.arange(logits.shape[0], device=logits.device), targets] = True
+        scored = weight_negatives(logits, negative_weights, positives)
+    return F.cross_entropy(scored, targets, reduction=reduction), logits
+
+
+def soft_target_matrix(lam: torch.Tensor, own: torch.Tensor, partner: torch.Tensor,
+                       num_columns: int, dtype=torch.float32) -> torch.Tensor:
+    """Soft targets [n, num_columns]: lam[i] at column own[i], 1 - lam[i] at column
+    partner[i] (both on the same column when a clip is paired with itself)."""
+    target = torch.zeros(own.shape[0], num_columns, dtype=dtype, device=own.device)
+    rows = torch.arange(own.shape[0], device=own.device)
+    target.index_put_((rows, own), lam.to(dtype), accumulate=True)
+    target.index_put_((rows, partner), (1 - lam).to(dtype), accumulate=True)
+    return target
 
 
 def soft_target_loss(predictions: torch.Tensor, neighbours: torch.Tensor,
                      lam: torch.Tensor, own: torch.Tensor, partner: torch.Tensor,
                      temperature: float, column_mask: Optional[torch.Tensor] = None,
-                     reduction: str = "sum"):
+                     reduction: str = "sum", negative_weights: Optional[torch.Tensor] = None):
     """The virtual-label loss for mixtures (uaMix-MAE, Fig. 1) [R].
 
     logits[i, k] = p(m_i) . NN(z2_k) / tau over the global batch; the soft target of row
     i puts lam[i] on column own[i] and 1 - lam[i] on column partner[i] (the same column
-    gets both when a clip is paired with itself). Returns (loss, logits).
+    gets both when a clip is paired with itself). ``negative_weights`` [n, m] scale the
+    negatives in the softmax denominator as in ``nnclr_loss``; columns carrying target
+    mass count as positives and stay unweighted. Returns (loss, logits), the logits
+    unweighted.
     """
     logits = contrastive_logits(predictions, neighbours, temperature)
     if column_mask is not None:
         logits = logits.masked_fill(~column_mask[None, :], float("-inf"))
-    target = torch.zeros_like(logits)
-    rows = torch.arange(logits.shape[0], device=logits.device)
-    target.index_put_((rows, own), lam.to(logits.dtype), accumulate=True)
-    target.index_put_((rows, partner), (1 - lam).to(logits.dtype), accumulate=True)
-    log_prob = torch.log_softmax(logits, dim=1)
+    target = soft_target_matrix(lam, own, partner, logits.shape[1], logits.dtype)
+    scored = logits
+    if negative_weights is not None:
+        scored = weight_negatives(logits, negative_weights, target > 0)
+    log_prob = torch.log_softmax(scored, dim=1)
     # 0 * -inf would be NaN on masked columns; their target is always 0.
     per_row = -(target * log_prob.masked_fill(target == 0, 0.0)).sum(dim=1)
     loss = per_row.sum() if reduction == "sum" else per_row.mean()

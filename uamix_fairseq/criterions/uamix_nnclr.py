@@ -4,6 +4,9 @@
 - L_mix: the mixture of view 1 (T-CutMix, TF-CutMix or mixup) should predict the
   nearest neighbours of view 2 of both of its sources, with soft targets lambda and
   1 - lambda (the "virtual labels").
+- Optionally (``unremix``), every negative of every row of the three logit matrices is
+  weighted in the softmax denominator by UnReMix (``uamix_fairseq.unremix``), the
+  weights computed from the gathered global batch so that all ranks agree.
 
 The loss functions live in ``uamix_fairseq.nnclr``, the mixing in
 ``uamix_fairseq.mixing``; this class gathers across ranks, updates the queue and logs.
@@ -21,7 +24,8 @@ from omegaconf import II
 
 from ..distributed import gather_rows, rank_and_world
 from ..mixing import MIX_MODES, PARTNER_MODES, mix_batch
-from ..nnclr import nnclr_loss, soft_target_loss
+from ..nnclr import nnclr_loss, soft_target_loss, soft_target_matrix
+from ..unremix import NORMS, UnReMixConfig, negative_weights
 from .logging_sums import logged_total
 
 
@@ -50,6 +54,44 @@ class UamixNNCLRConfig(FairseqDataclass):
         metadata={"help": "[R] nearest neighbour drawn uniformly among the top-k queue "
                   "entries (1 = the nearest)"},
     )
+    unremix: bool = field(
+        default=False,
+        metadata={"help": "[R] UnReMix: weight every negative in the softmax denominator "
+                  "(clean and mixed rows) by a mix of anchor similarity, model "
+                  "uncertainty and representativeness; positives and soft targets unchanged"},
+    )
+    unremix_coef_similarity: float = field(
+        default=1.0,
+        metadata={"help": "[R] UnReMix coefficient of the anchor similarity term "
+                  "(cosine between anchor and negative)"},
+    )
+    unremix_coef_uncertainty: float = field(
+        default=1.0,
+        metadata={"help": "[R] UnReMix coefficient of the model uncertainty term (norm of "
+                  "the last-layer gradient of the negative's own instance-discrimination "
+                  "row, closed form ||softmax - target||)"},
+    )
+    unremix_coef_representativeness: float = field(
+        default=1.0,
+        metadata={"help": "[R] UnReMix coefficient of the representativeness term (mean "
+                  "cosine distance of the negative to the row's other negatives; a "
+                  "negative coefficient favours central negatives instead)"},
+    )
+    unremix_norm: ChoiceEnum(list(NORMS)) = field(
+        default="minmax",
+        metadata={"help": "[R] per-row normalisation of each UnReMix term over the row's "
+                  "negatives, to [0, 1]: minmax, zscore (through a logistic) or rank"},
+    )
+    unremix_mean_one: bool = field(
+        default=True,
+        metadata={"help": "[R] divide each row's UnReMix weights by their mean over the "
+                  "row's negatives"},
+    )
+    unremix_floor: float = field(
+        default=0.05,
+        metadata={"help": "[R] lower bound of the mixed UnReMix weight (before the mean-one "
+                  "division), so that every negative stays in the loss; must be > 0"},
+    )
     seed: int = II("common.seed")
 
 
@@ -67,6 +109,14 @@ class UamixNNCLRCriterion(FairseqCriterion):
             raise ValueError(f"criterion.nn_topk must be >= 1, got {cfg.nn_topk}")
         self.cfg = cfg
         self.num_updates = 0
+        self.unremix = None
+        if cfg.unremix:
+            self.unremix = UnReMixConfig(
+                similarity=cfg.unremix_coef_similarity,
+                uncertainty=cfg.unremix_coef_uncertainty,
+                representativeness=cfg.unremix_coef_representativeness,
+                norm=str(cfg.unremix_norm), mean_one=cfg.unremix_mean_one,
+                floor=cfg.unremix_floor, field_prefix="criterion.unremix_")
 
     def set_num_updates(self, num_updates):
         """Called by the task before each training step (fairseq does not)."""
@@ -121,16 +171,22 @@ class UamixNNCLRCriterion(FairseqCriterion):
         real_all, _ = global_rows(real, False)
         targets = torch.arange(b, device=view1.device) + offset
 
-        loss12, logits12 = nnclr_loss(nn1, p2_all, targets, self.cfg.temperature, real_all)
-        loss21, _ = nnclr_loss(nn2, p1_all, targets, self.cfg.temperature, real_all)
+        nn2_all = global_rows(nn2, False)[0] if lam is not None or self.unremix else None
+        weights = self.unremix_weights(out, nn1, nn2_all, p1_all, p2_all, real_all, lam,
+                                       partner, offset, global_rows)
+
+        loss12, logits12 = nnclr_loss(nn1, p2_all, targets, self.cfg.temperature, real_all,
+                                      negative_weights=weights["12"])
+        loss21, _ = nnclr_loss(nn2, p1_all, targets, self.cfg.temperature, real_all,
+                               negative_weights=weights["21"])
         clean = 0.5 * (loss12 + loss21)
         loss = clean
         mix_loss = torch.zeros((), device=view1.device)
         if lam is not None:
-            nn2_all, _ = global_rows(nn2, False)
             mix_loss, _ = soft_target_loss(out["pm"], nn2_all, lam, targets,
                                            partner.to(view1.device) + offset,
-                                           self.cfg.temperature, real_all)
+                                           self.cfg.temperature, real_all,
+                                           negative_weights=weights["mix"])
             loss = clean + self.cfg.mix_weight * mix_loss
 
         if model.training:
@@ -154,7 +210,39 @@ class UamixNNCLRCriterion(FairseqCriterion):
             "queue_fill_x_n": queue.filled / queue.size * b,
             "trainable_blocks_x_n": float(model.trainable_blocks * b),
         }
+        if weights["12"] is not None:
+            # How peaked the weights are: mean over rows of the largest weight.
+            logging_output["unremix_max_weight_x_n"] = weights["12"].amax(dim=1).sum()
         return loss, logging_output
+
+    def unremix_weights(self, out, nn1, nn2_all, p1_all, p2_all, real_all, lam, partner,
+                        offset, global_rows):
+        """UnReMix weights of this rank's rows of the three logit matrices (12, 21, mix),
+        or None each when off. Every input is gathered (without gradient) so that the
+        weights are a function of the global batch only: each rank computes the same
+        weights for the same columns, and as many ranks give what one process gives."""
+        weights = {"12": None, "21": None, "mix": None}
+        if self.unremix is None:
+            return weights
+        b = nn1.shape[0]
+        rows = slice(offset, offset + b)
+        tau = self.cfg.temperature
+        nn1_all, _ = global_rows(nn1, False)
+        m = nn1_all.shape[0]
+        one_hot = torch.eye(m, device=nn1.device)
+        weights["12"] = negative_weights(nn1_all, p2_all, one_hot, tau, self.unremix, rows,
+                                         real_all)
+        weights["21"] = negative_weights(nn2_all, p1_all, one_hot, tau, self.unremix, rows,
+                                         real_all)
+        if lam is not None:
+            pm_all, _ = global_rows(out["pm"].detach(), False)
+            lam_all, _ = global_rows(lam.to(nn1.device), False)
+            partner_all, _ = global_rows(partner.to(nn1.device) + offset, False)
+            soft = soft_target_matrix(lam_all, torch.arange(m, device=nn1.device),
+                                      partner_all, m)
+            weights["mix"] = negative_weights(pm_all, nn2_all, soft, tau, self.unremix, rows,
+                                              real_all)
+        return weights
 
     @staticmethod
     def reduce_metrics(logging_outputs) -> None:
@@ -171,6 +259,9 @@ class UamixNNCLRCriterion(FairseqCriterion):
         metrics.log_scalar("lam", total("lam_x_n") / n, n, round=3)
         metrics.log_scalar("queue_fill", total("queue_fill_x_n") / n, n, round=3)
         metrics.log_scalar("trainable_blocks", total("trainable_blocks_x_n") / n, n, round=1)
+        if any("unremix_max_weight_x_n" in log for log in logging_outputs):
+            metrics.log_scalar("unremix_max_weight", total("unremix_max_weight_x_n") / n, n,
+                               round=3)
 
     @staticmethod
     def logging_outputs_can_be_summed() -> bool:
