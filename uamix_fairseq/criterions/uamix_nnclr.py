@@ -30,8 +30,9 @@ from .logging_sums import logged_total
 
 
 @dataclass
-class UamixNNCLRConfig(FairseqDataclass):
-    temperature: float = field(default=0.15, metadata={"help": "[R] softmax temperature tau"})
+class MixingConfig(FairseqDataclass):
+    """The input-mixing fields, shared by every criterion that mixes view 1."""
+
     mix_mode: ChoiceEnum(list(MIX_MODES)) = field(
         default="tcutmix",
         metadata={"help": "[R] input mixing for L_mix: none (plain NNCLR tuning, like "
@@ -49,6 +50,12 @@ class UamixNNCLRConfig(FairseqDataclass):
         metadata={"help": "[R] T-CutMix cut length and start on a grid of this many frames "
                   "(16 = patch aligned; 1 = any frame)"},
     )
+    seed: int = II("common.seed")
+
+
+@dataclass
+class UamixNNCLRConfig(MixingConfig):
+    temperature: float = field(default=0.15, metadata={"help": "[R] softmax temperature tau"})
     nn_topk: int = field(
         default=1,
         metadata={"help": "[R] nearest neighbour drawn uniformly among the top-k queue "
@@ -92,7 +99,6 @@ class UamixNNCLRConfig(FairseqDataclass):
         metadata={"help": "[R] lower bound of the mixed UnReMix weight (before the mean-one "
                   "division), so that every negative stays in the loss; must be > 0"},
     )
-    seed: int = II("common.seed")
 
 
 @register_criterion("uamix_nnclr", dataclass=UamixNNCLRConfig)

@@ -27,20 +27,18 @@ from dataclasses import dataclass, field
 import torch
 from fairseq import metrics
 from fairseq.criterions import FairseqCriterion, register_criterion
-from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from omegaconf import II
 
 from ..attacks import db_to_normalized
 from ..distributed import gather_rows
-from ..mixing import MIX_MODES, PARTNER_MODES
 from ..swaro import balanced_codes, derangement, swapped_prediction_loss, targeted_attack
 from ..tasks.uamix_contrastive import find_uamix_model
 from .logging_sums import logged_total
-from .uamix_nnclr import UamixNNCLRCriterion
+from .uamix_nnclr import MixingConfig, UamixNNCLRCriterion
 
 
 @dataclass
-class UamixSwARoConfig(FairseqDataclass):
+class UamixSwARoConfig(MixingConfig):
     temperature: float = field(
         default=0.1, metadata={"help": "[R] softmax temperature of the swapped prediction (SwAV)"})
     sinkhorn_iterations: int = field(
@@ -55,20 +53,6 @@ class UamixSwARoConfig(FairseqDataclass):
                   "Sinkhorn problem from this update on, once the queue is full (SwAV "
                   "starts it after 15 epochs)"},
     )
-    mix_mode: ChoiceEnum(list(MIX_MODES)) = field(
-        default="tcutmix",
-        metadata={"help": "[R] input mixing for L_mix, as in uamix_nnclr: none, tcutmix, "
-                  "tfcutmix or mixup"},
-    )
-    mix_weight: float = field(default=1.0, metadata={"help": "[R] weight of L_mix"})
-    mix_alpha: float = field(default=1.0, metadata={"help": "[R] lambda ~ Beta(alpha, alpha)"})
-    mix_partner: ChoiceEnum(list(PARTNER_MODES)) = field(
-        default="reverse",
-        metadata={"help": "[R] which clip each clip is mixed with: reversed batch order "
-                  "or a random permutation (rank-local, as in uamix_nnclr)"},
-    )
-    mix_snap: int = field(
-        default=1, metadata={"help": "[R] T-CutMix cut on a grid of this many frames"})
     adv_weight: float = field(
         default=1.0, metadata={"help": "[R] weight of L_adv; 0 = no attack (plain SwAV + mixing)"})
     adv_budget_db: float = field(
@@ -88,7 +72,6 @@ class UamixSwARoConfig(FairseqDataclass):
                   "target is the lambda-mix of codes) instead of view 1 itself; needs "
                   "mix_mode != none and mix_weight > 0"},
     )
-    seed: int = II("common.seed")
     norm_std: float = II("task.norm_std")
 
 
