@@ -9,10 +9,12 @@ tensorboard events in OUT_DIR/tensorboard/<stage>):
 1. ``corpus``: the synthetic demo corpus (``demo_data``): seen classes for pretraining
    and tuning (labels unused), held-out classes for the evaluation.
 2. ``mae``: masked-autoencoder pretraining from scratch (configs/mae_demo.yaml).
-3. ``uamix``: uaMix tuning of the MAE encoder (configs/demo.yaml, T-CutMix).
-4. ``none``: the same tuning without mixtures (``criterion.mix_mode=none``).
+3. ``uamix``: uaMix tuning of the MAE encoder (configs/demo.yaml, T-CutMix), and
+4. ``none``: the same tuning without mixtures (``criterion.mix_mode=none``), side by
+   side with ``uamix`` (one process each; ``--sequential`` to time them alone).
 5. ``joint`` (with ``--joint``): the naive baseline, MAE + NNCLR losses on the whole
-   encoder from scratch (configs/joint_demo.yaml) for as many updates as 2 and 3 together.
+   encoder from the same random start (configs/joint_demo.yaml), stopped after the
+   wall-clock time of stages 2 and 3 together (equal compute).
 6. ``fewshot``: N-way k-shot evaluation (``uamix-fewshot``) of every encoder, plus a
    randomly initialised one for reference, on the held-out classes; table, JSON, CSV,
    plot in OUT_DIR/fewshot/.
@@ -27,8 +29,10 @@ import argparse
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
+import threading
 import time
 from typing import Dict, List, Optional, Sequence
 
@@ -44,7 +48,7 @@ ENCODER = {"embed_dim": 192, "depth": 6, "num_heads": 3}
 
 FULL = {
     "corpus": {"clips_per_class": 40, "heldout_clips_per_class": 30, "seconds": 2.0},
-    "mae_updates": 600, "tune_updates": 300, "tune_unfreeze": 100,
+    "mae_updates": 1500, "tune_updates": 300, "tune_unfreeze": 100,
     "encoder": ENCODER, "stage_overrides": [], "head_overrides": [], "decoder_overrides": [],
     "fewshot": ["--ways", "5", "--shots", "1", "5", "--queries", "10", "--episodes", "300"],
 }
@@ -81,35 +85,55 @@ def _stream(proc, log_file, stage: str):
             print(f"  [{stage}] {line.split('] - ', 1)[-1].strip()}", flush=True)
 
 
-def train_stage(stage: str, config_name: str, overrides: Sequence[str], out_dir: str,
-                threads: int) -> float:
-    """Run one fairseq-hydra-train stage; returns its wall-clock seconds."""
-    save_dir = os.path.join(out_dir, stage, "checkpoints")
-    args = [*_train_command(), "--config-dir", CONFIG_DIR, "--config-name", config_name,
-            f"common.user_dir={USER_DIR}", f"checkpoint.save_dir={save_dir}",
-            f"common.tensorboard_logdir={os.path.join(out_dir, 'tensorboard', stage)}",
-            *overrides]
-    log_path = os.path.join(out_dir, "logs", f"{stage}.log")
-    os.makedirs(os.path.dirname(log_path), exist_ok=True)
-    work = os.path.join(out_dir, stage)
-    os.makedirs(work, exist_ok=True)
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONWARNINGS="ignore")
-    print(f"[{stage}] fairseq-hydra-train --config-name {config_name} (log: {log_path})",
-          flush=True)
-    start = time.perf_counter()
-    with open(log_path, "w") as log_file:
+def train_stages(stages: Sequence[tuple], out_dir: str, threads: int) -> Dict[str, float]:
+    """Run fairseq-hydra-train stages ``(name, config_name, overrides)`` side by side
+    (one process each; give a list of one to run it alone); returns each stage's
+    wall-clock seconds. A failed stage stops the pipeline with the end of its log."""
+    running = []
+    for stage, config_name, overrides in stages:
+        save_dir = os.path.join(out_dir, stage, "checkpoints")
+        args = [*_train_command(), "--config-dir", CONFIG_DIR, "--config-name", config_name,
+                f"common.user_dir={USER_DIR}", f"checkpoint.save_dir={save_dir}",
+                f"common.tensorboard_logdir={os.path.join(out_dir, 'tensorboard', stage)}",
+                *overrides]
+        log_path = os.path.join(out_dir, "logs", f"{stage}.log")
+        os.makedirs(os.path.dirname(log_path), exist_ok=True)
+        work = os.path.join(out_dir, stage)
+        os.makedirs(work, exist_ok=True)
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONWARNINGS="ignore")
+        print(f"[{stage}] fairseq-hydra-train --config-name {config_name} (log: {log_path})",
+              flush=True)
+        log_file = open(log_path, "w")
         log_file.write("$ " + " ".join(args) + "\n")
+        log_file.flush()
         proc = subprocess.Popen(args, cwd=work, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
-        _stream(proc, log_file, stage)
+        pump = threading.Thread(target=_stream, args=(proc, log_file, stage), daemon=True)
+        pump.start()
+        running.append((stage, proc, pump, log_file, log_path, time.perf_counter()))
+    seconds, failed = {}, []
+    for stage, proc, pump, log_file, log_path, start in running:
         code = proc.wait()
-    seconds = time.perf_counter() - start
-    if code != 0:
+        pump.join()
+        log_file.close()
+        seconds[stage] = time.perf_counter() - start
+        if code != 0:
+            failed.append((stage, code, log_path))
+        else:
+            print(f"[{stage}] done in {seconds[stage]:.0f} s", flush=True)
+    if failed:
+        stage, code, log_path = failed[0]
         with open(log_path) as f:
             tail = "".join(f.readlines()[-30:])
         raise PipelineError(f"stage {stage} failed (exit {code}); end of {log_path}:\n{tail}")
-    print(f"[{stage}] done in {seconds:.0f} s", flush=True)
     return seconds
+
+
+def updates_done(out_dir: str, stage: str) -> int:
+    """The last update number a stage's log reports."""
+    with open(os.path.join(out_dir, "logs", f"{stage}.log")) as f:
+        found = re.findall(r"num_updates[ =](\d+)", f.read())
+    return int(found[-1]) if found else 0
 
 
 def export_encoder(stage: str, out_dir: str) -> str:
@@ -147,7 +171,7 @@ def _clear_previous_run(out_dir: str, overwrite: bool):
 
 
 def run_pipeline(out_dir: str, quick: bool = False, joint: bool = False, seed: int = 1,
-                 threads: int = 1, overwrite: bool = False) -> Dict:
+                 threads: int = 1, overwrite: bool = False, parallel: bool = True) -> Dict:
     from .demo_data import make_demo_corpus
     from .evaluation.fewshot import main as fewshot_main
 
@@ -180,24 +204,32 @@ def run_pipeline(out_dir: str, quick: bool = False, joint: bool = False, seed: i
     from_random = [f"++model.audiomae_checkpoint={encoders['random']}"]
     head, decoder = plan["head_overrides"], plan["decoder_overrides"]
 
-    timings["mae"] = train_stage("mae", "mae_demo", common + from_random + decoder + [
-        f"++optimization.max_update={plan['mae_updates']}"], out_dir, threads)
+    timings.update(train_stages([("mae", "mae_demo", common + from_random + decoder + [
+        f"++optimization.max_update={plan['mae_updates']}"])], out_dir, threads))
     encoders["mae"] = export_encoder("mae", out_dir)
 
     half = enc["depth"] // 2
     tune = common + head + [f"++model.audiomae_checkpoint={encoders['mae']}",
                             f"++optimization.max_update={plan['tune_updates']}",
                             f"++model.freeze_schedule='[(0, 0), ({plan['tune_unfreeze']}, {half})]'"]
-    timings["uamix"] = train_stage("uamix", "demo", tune, out_dir, threads)
+    # Independent runs: side by side, one core each, on a 2-core machine.
+    tunings = [("uamix", "demo", tune), ("none", "demo", tune + ["++criterion.mix_mode=none"])]
+    if parallel:
+        timings.update(train_stages(tunings, out_dir, threads))
+    else:
+        for stage in tunings:
+            timings.update(train_stages([stage], out_dir, threads))
     encoders["uamix"] = export_encoder("uamix", out_dir)
-    timings["none"] = train_stage("none", "demo", tune + ["++criterion.mix_mode=none"],
-                                  out_dir, threads)
     encoders["none"] = export_encoder("none", out_dir)
     if joint:
+        # The same wall-clock as MAE + uaMix, so the comparison is at equal compute;
+        # the cosine schedule is planned for as many updates as those two stages made.
+        budget_hours = (timings["mae"] + timings["uamix"]) / 3600
         updates = plan["mae_updates"] + plan["tune_updates"]
-        timings["joint"] = train_stage("joint", "joint_demo", common + from_random + head + decoder + [
+        timings.update(train_stages([("joint", "joint_demo", common + from_random + head + decoder + [
             f"++optimization.max_update={updates}",
-            f"++model.freeze_schedule='[(0, {enc['depth']})]'"], out_dir, threads)
+            f"++optimization.stop_time_hours={budget_hours:.6f}",
+            f"++model.freeze_schedule='[(0, {enc['depth']})]'"])], out_dir, threads))
         encoders["joint"] = export_encoder("joint", out_dir)
 
     names = ["random", "mae", "none", "uamix"] + (["joint"] if joint else [])
@@ -216,13 +248,12 @@ def run_pipeline(out_dir: str, quick: bool = False, joint: bool = False, seed: i
     with open(os.path.join(out_dir, "fewshot", "fewshot.json")) as f:
         fewshot = json.load(f)
     results = {
-        "quick": quick, "seed": seed, "threads": threads,
+        "quick": quick, "seed": seed, "threads": threads, "parallel_tuning": parallel,
         "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(),
                     "python": platform.python_version()},
         "seconds": {k: round(v, 1) for k, v in timings.items()},
-        "updates": {"mae": plan["mae_updates"], "uamix": plan["tune_updates"],
-                    "none": plan["tune_updates"],
-                    **({"joint": plan["mae_updates"] + plan["tune_updates"]} if joint else {})},
+        "updates": {stage: updates_done(out_dir, stage) for stage in encoders
+                    if stage != "random"},
         "encoders": encoders, "corpus": summary, "fewshot": fewshot,
     }
     with open(os.path.join(out_dir, "results.json"), "w") as f:
@@ -245,6 +276,7 @@ def _cpu_name() -> str:
 def _print_summary(out_dir: str, results: Dict):
     s = results["seconds"]
     print("\nwall-clock (s): " + ", ".join(f"{k} {v:.0f}" for k, v in s.items()))
+    print("updates:        " + ", ".join(f"{k} {v}" for k, v in results["updates"].items()))
     print(f"table, plot:    {os.path.join(out_dir, 'fewshot')} (fewshot.csv, fewshot.png)")
     print(f"checkpoints:    {out_dir}/<stage>/checkpoints   encoders: {out_dir}/encoders")
     print(f"tensorboard:    tensorboard --logdir {os.path.join(out_dir, 'tensorboard')}")
@@ -266,10 +298,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--overwrite", action="store_true",
                         help="delete a previous run in OUT_DIR first (otherwise refused, "
                         "because fairseq would resume from its checkpoints)")
+    parser.add_argument("--sequential", action="store_true",
+                        help="run the uamix and none tunings one after the other (default: "
+                        "side by side, one process each; use this to time them alone)")
     args = parser.parse_args(argv)
     try:
         run_pipeline(args.out_dir, args.quick, args.joint, args.seed, args.threads,
-                     args.overwrite)
+                     args.overwrite, parallel=not args.sequential)
     except PipelineError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
