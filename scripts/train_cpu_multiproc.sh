@@ -107,33 +107,12 @@ fi
 echo "train_cpu_multiproc.sh: $NPROC ranks, tcp://127.0.0.1:$PORT, OMP_NUM_THREADS=$OMP_NUM_THREADS" >&2
 
 PIDS=()
-for ((rank = 0; rank < NPROC; rank++)); do
-    args=("$@" "${DEFAULTS[@]}"
-          "distributed_training.distributed_init_method=tcp://127.0.0.1:$PORT"
-          distributed_training.distributed_no_spawn=true
-          "distributed_training.distributed_rank=$rank"
-          "distributed_training.distributed_world_size=$NPROC")
-    if [ -n "${UAMIX_LOG_DIR:-}" ]; then
-        log="$UAMIX_LOG_DIR/rank$rank.log"
-        if [ "$rank" -eq 0 ]; then
-            "${TRAIN_CMD[@]}" "${args[@]}" > >(tee "$log") 2>&1 < /dev/null &
-        else
-            "${TRAIN_CMD[@]}" "${args[@]}" > "$log" 2>&1 < /dev/null &
-        fi
-    elif [ "$rank" -eq 0 ]; then
-        "${TRAIN_CMD[@]}" "${args[@]}" < /dev/null &
-    else
-        "${TRAIN_CMD[@]}" "${args[@]}" \
-            > >(sed -u "s/^/[rank $rank] /") 2>&1 < /dev/null &
-    fi
-    PIDS+=($!)
-done
-
+# Traps first: a signal that arrives while the ranks start must still stop them.
 alive() { kill -0 "$1" 2> /dev/null; }
 
 any_alive() {
     local pid
-    for pid in "${PIDS[@]}"; do
+    for pid in ${PIDS[@]+"${PIDS[@]}"}; do
         alive "$pid" && return 0
     done
     return 1
@@ -141,7 +120,7 @@ any_alive() {
 
 signal_ranks() {  # signal_ranks SIG: send SIG to every rank still running
     local pid
-    for pid in "${PIDS[@]}"; do
+    for pid in ${PIDS[@]+"${PIDS[@]}"}; do
         alive "$pid" && kill -s "$1" "$pid" 2> /dev/null
     done
 }
@@ -166,6 +145,29 @@ on_signal() {
 }
 trap 'on_signal INT' INT
 trap 'on_signal TERM' TERM
+
+for ((rank = 0; rank < NPROC; rank++)); do
+    args=("$@" "${DEFAULTS[@]}"
+          "distributed_training.distributed_init_method=tcp://127.0.0.1:$PORT"
+          distributed_training.distributed_no_spawn=true
+          "distributed_training.distributed_rank=$rank"
+          "distributed_training.distributed_world_size=$NPROC")
+    if [ -n "${UAMIX_LOG_DIR:-}" ]; then
+        log="$UAMIX_LOG_DIR/rank$rank.log"
+        if [ "$rank" -eq 0 ]; then
+            "${TRAIN_CMD[@]}" "${args[@]}" > >(tee "$log") 2>&1 < /dev/null &
+        else
+            "${TRAIN_CMD[@]}" "${args[@]}" > "$log" 2>&1 < /dev/null &
+        fi
+    elif [ "$rank" -eq 0 ]; then
+        "${TRAIN_CMD[@]}" "${args[@]}" < /dev/null &
+    else
+        "${TRAIN_CMD[@]}" "${args[@]}" \
+            > >(sed -u "s/^/[rank $rank] /") 2>&1 < /dev/null &
+    fi
+    PIDS+=($!)
+done
+
 
 # Poll instead of `wait -n` (bash >= 4.3 only); traps run between the short sleeps.
 STATUS=0
