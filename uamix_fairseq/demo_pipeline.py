@@ -77,19 +77,26 @@ def _train_command() -> List[str]:
     return [exe] if os.path.exists(exe) else [sys.executable, "-m", "fairseq_cli.hydra_train"]
 
 
-def _stream(proc, log_file, stage: str):
-    """Copy the run's output to its log; show progress and validation lines."""
+def _stream(proc, log_file, stage: str, ended: Dict[str, float]):
+    """Copy the run's output to its log; show validation lines and every 100th update.
+    Records in ``ended`` when the process has finished."""
     for line in proc.stdout:
         log_file.write(line)
-        if any(tag in line for tag in ("][train_inner][", "][valid][", "][train][")):
+        show = "][valid][" in line
+        if "][train_inner][" in line:
+            step = re.search(r"num_updates=(\d+)", line)
+            show = step is not None and int(step.group(1)) % 100 == 0
+        if show:
             print(f"  [{stage}] {line.split('] - ', 1)[-1].strip()}", flush=True)
+    proc.wait()
+    ended[stage] = time.perf_counter()
 
 
 def train_stages(stages: Sequence[tuple], out_dir: str, threads: int) -> Dict[str, float]:
     """Run fairseq-hydra-train stages ``(name, config_name, overrides)`` side by side
     (one process each; give a list of one to run it alone); returns each stage's
     wall-clock seconds. A failed stage stops the pipeline with the end of its log."""
-    running = []
+    running, ended = [], {}
     for stage, config_name, overrides in stages:
         save_dir = os.path.join(out_dir, stage, "checkpoints")
         args = [*_train_command(), "--config-dir", CONFIG_DIR, "--config-name", config_name,
@@ -108,7 +115,8 @@ def train_stages(stages: Sequence[tuple], out_dir: str, threads: int) -> Dict[st
         log_file.flush()
         proc = subprocess.Popen(args, cwd=work, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
-        pump = threading.Thread(target=_stream, args=(proc, log_file, stage), daemon=True)
+        pump = threading.Thread(target=_stream, args=(proc, log_file, stage, ended),
+                                daemon=True)
         pump.start()
         running.append((stage, proc, pump, log_file, log_path, time.perf_counter()))
     seconds, failed = {}, []
@@ -116,7 +124,7 @@ def train_stages(stages: Sequence[tuple], out_dir: str, threads: int) -> Dict[st
         code = proc.wait()
         pump.join()
         log_file.close()
-        seconds[stage] = time.perf_counter() - start
+        seconds[stage] = ended[stage] - start
         if code != 0:
             failed.append((stage, code, log_path))
         else:
