@@ -360,3 +360,30 @@ def test_demo_unremix_trains_through_fairseq(tmp_path):
         assert math.isfinite(float(loss))
         assert float(max_weight) > 1.0  # mean-one weights that are not all equal
     assert os.path.exists(os.path.join(save_dir, "checkpoint_last.pt"))
+
+
+def test_two_rank_fairseq_training_with_unremix(tmp_path):
+    """Two gloo ranks through scripts/train_cpu_multiproc.sh with configs/demo_unremix:
+    the weights come from the gathered global batch on both ranks."""
+    import sys
+
+    from test_distributed import WORLD, _run_launcher
+
+    corpus, ckpt = make_tiny_setup(str(tmp_path))
+    logs = tmp_path / "logs"
+    env = dict(os.environ, UAMIX_TRAIN_CMD=f"{sys.executable} -m fairseq_cli.hydra_train",
+               UAMIX_LOG_DIR=str(logs), OMP_NUM_THREADS="1")
+    overrides = tiny_overrides(corpus, ckpt, str(tmp_path / "ckpt"), **{
+        "hydra.run.dir": str(tmp_path / "hydra"), "optimization.max_update": 3,
+        "dataset.validate_interval_updates": 3, "checkpoint.save_interval_updates": 3})
+    args = [str(WORLD), "--config-dir", os.path.join(REPO, "configs"),
+            "--config-name", "demo_unremix", *overrides]
+    rc, timed_out = _run_launcher(args, env, tmp_path / "launcher.log", 150)
+    log0 = (logs / "rank0.log").read_text() if (logs / "rank0.log").exists() else ""
+    report = (tmp_path / "launcher.log").read_text()[-3000:] + log0[-3000:]
+    assert not timed_out and rc == 0, report
+    inner = re.findall(r"\[train_inner\].* loss=([^,]+),.*unremix_max_weight=([^,]+),"
+                       r".*num_updates=(\d+)", log0)
+    assert [int(u) for *_, u in inner] == [1, 2, 3], report
+    # Mean-one weights with a floor: the largest weight of a row is above 1.
+    assert all(math.isfinite(float(loss)) and float(w) > 1.0 for loss, w, _ in inner)
