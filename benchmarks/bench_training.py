@@ -52,6 +52,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from uamix_fairseq.demo_pipeline import cpu_model  # noqa: E402
 from uamix_fairseq.audiomae import (  # noqa: E402
     AudioMAEEncoder,
     EncoderConfig,
@@ -475,17 +476,6 @@ def run_memory_worker(args, trainable_blocks):
 # --------------------------------------------------------------------------------------
 # Report
 # --------------------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def machine_info():

@@ -257,7 +257,7 @@ def run_pipeline(out_dir: str, quick: bool = False, joint: bool = False, seed: i
         fewshot = json.load(f)
     results = {
         "quick": quick, "seed": seed, "threads": threads, "parallel_tuning": parallel,
-        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(),
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(),
                     "python": platform.python_version()},
         "seconds": {k: round(v, 1) for k, v in timings.items()},
         "updates": {stage: updates_done(out_dir, stage) for stage in encoders
@@ -270,7 +270,8 @@ def run_pipeline(out_dir: str, quick: bool = False, joint: bool = False, seed: i
     return results
 
 
-def _cpu_name() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (for reports of measured figures)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
