@@ -200,3 +200,19 @@ def cli_main(run: Callable[[argparse.Namespace], int], parser: argparse.Argument
     except user_errors() as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+def write_report(results, names: Sequence[str], paths: Sequence[str], args, stem: str,
+                 settings, title: str, attack, attacked: str, plot: bool) -> int:
+    """The common end of ``uamix-fewshot`` and ``uamix-probe``: name the encoders and the
+    attack in the report, print the table and write the files under ``args.out``."""
+    from .report import print_and_write
+
+    encoders = [{"name": n, "path": os.path.abspath(p)} for n, p in zip(names, paths)]
+    if attack:
+        title += f"\nattack on the {attacked}: {attack.describe()}"
+    written = print_and_write(results, names, args.out, stem, settings, encoders,
+                              title=title, plot=plot)
+    print("wrote " + ", ".join(written.values()), file=sys.stderr)
+    return 0
+

@@ -28,11 +28,12 @@ import numpy as np
 
 from . import EvaluationError
 from ._cli import (add_attack_args, add_encoder_args, attack_config, check_encoders,
-                   cli_main, embed_all, embed_config, encoder_names, print_warnings)
+                   cli_main, embed_all, embed_config, encoder_names, print_warnings,
+                   write_report)
 from .classifiers import (CLASSIFIERS, knn_predict, logreg_predict, ncm_predict,
                           standardizer)
 from .episodes import Episode, sample_episodes, single_label_targets, stack_episodes
-from .report import Result, print_and_write
+from .report import Result
 
 __all__ = ["main", "plan_episodes", "run_fewshot"]
 
@@ -249,15 +250,10 @@ def _run(args) -> int:
         "episode_stream": "numpy default_rng([seed, N, k, queries]) per setting",
         "attack": attack.settings(num_attacked) if attack else None,
     }
-    encoders = [{"name": n, "path": os.path.abspath(p)} for n, p in zip(names, args.encoder)]
     title = (f"few-shot accuracy on {os.path.basename(args.manifest)} "
              f"({args.episodes} episodes, {args.queries} queries/class, seed {args.seed})")
-    if attack:
-        title += f"\nattack on the queries: {attack.describe()}"
-    paths = print_and_write(results, names, args.out, "fewshot", settings, encoders,
-                            title=title, plot=True)
-    print("wrote " + ", ".join(paths.values()), file=sys.stderr)
-    return 0
+    return write_report(results, names, args.encoder, args, "fewshot", settings, title,
+                        attack, "queries", plot=True)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

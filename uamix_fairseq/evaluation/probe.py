@@ -31,10 +31,11 @@ import numpy as np
 
 from . import EvaluationError
 from ._cli import (add_attack_args, add_encoder_args, attack_config, check_encoders,
-                   cli_main, embed_all, embed_config, encoder_names, print_warnings)
+                   cli_main, embed_all, embed_config, encoder_names, print_warnings,
+                   write_report)
 from .classifiers import (fit_logreg, fit_ovr_logreg, knn_predict, knn_scores,
                           mean_average_precision, multi_hot)
-from .report import Result, print_and_write
+from .report import Result
 
 __all__ = ["main", "run_probe"]
 
@@ -248,17 +249,12 @@ def _run(args) -> int:
         "embedding": asdict(cfg),
         "attack": attack.settings(len(test_labels)) if attack else None,
     }
-    encoders = [{"name": n, "path": os.path.abspath(p)} for n, p in zip(names, args.encoder)]
     metric = "mAP" if info["multi_label"] else "accuracy"
     title = (f"linear probe / k-NN {metric}: train {os.path.basename(args.train_manifest)} "
              f"({len(train_labels)} clips), test {os.path.basename(args.test_manifest)} "
              f"({len(test_labels)} clips)")
-    if attack:
-        title += f"\nattack on the test clips: {attack.describe()}"
-    paths = print_and_write(results, names, args.out, "probe", settings, encoders,
-                            title=title, plot=False)
-    print("wrote " + ", ".join(paths.values()), file=sys.stderr)
-    return 0
+    return write_report(results, names, args.encoder, args, "probe", settings, title,
+                        attack, "test clips", plot=False)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
