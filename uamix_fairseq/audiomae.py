@@ -263,6 +263,100 @@ class AudioMAEEncoder(nn.Module):
         """Pooled clip embedding [B, D] of a normalised fbank batch [B, 1, T, F]."""
         return self.pool(self(x), pooling)
 
+    # ----------------------------------------------------------------------------------
+    # Readouts for evaluation: any block's tokens, with or without the final norm, and
+    # mean pooling over the patches of real (not padded) frames. ``forward``/``embed``/
+    # ``pool`` above are what training uses and stay as they are; with the default
+    # arguments these methods compute exactly the same thing.
+    # ----------------------------------------------------------------------------------
+
+    def resolve_layer(self, layer: Optional[int] = None) -> int:
+        """Number of blocks a readout runs: ``None`` = all (the last block's output);
+        ``L`` in 1..depth = block L's output (1-based); ``-1`` = the last block, ``-2``
+        the one before, ...; ``0`` = the patch embedding (with positions), no block."""
+        if layer is None:
+            return self.depth
+        layer = int(layer)
+        if not -self.depth <= layer <= self.depth:
+            raise ValueError(f"layer {layer} outside [-{self.depth}, {self.depth}]: the "
+                             f"encoder has {self.depth} blocks (1-based, or negative "
+                             "from the end; 0 = the patch embedding)")
+        return layer if layer >= 0 else self.depth + 1 + layer
+
+    def features(self, x, layer: Optional[int] = None, final_norm: bool = True):
+        """Tokens [B, 1 + N, D] of the output of block ``layer`` (see ``resolve_layer``).
+
+        ``final_norm``: apply the encoder's final ``norm`` to those tokens (pretrained
+        layout; for an intermediate block this is the last norm applied to an earlier
+        output). Encoders with ``fc_norm`` (fine-tuned layout) normalise the pooled
+        embedding instead, in ``pool_tokens``. ``features(x)`` equals ``forward(x)``.
+        Gradients flow as usual (no freezing here).
+        """
+        self._check_input(x)
+        n_blocks = self.resolve_layer(layer)
+        h = self._embed_patches(x)
+        for blk in self.blocks[:n_blocks]:
+            h = blk(h)
+        if final_norm and self.final_norm == "norm":
+            h = self.norm(h)
+        return h
+
+    def patch_mask(self, valid_frames, num_frames: Optional[int] = None):
+        """Bool [B, N]: True for the patches of real frames, time-major like the tokens.
+
+        ``valid_frames`` [B]: real (not padded) frames per clip. A time patch counts as
+        real when at least one of its frames is real (a partly real patch is real);
+        patches whose frames are all padding are False. ``num_frames`` defaults to the
+        encoder's input length.
+        """
+        p = self.cfg.patch_size
+        t_patches = (num_frames or self.cfg.num_frames) // p
+        f_patches = self.cfg.num_mel_bins // p
+        valid = torch.as_tensor(valid_frames, device=self.cls_token.device).reshape(-1)
+        starts = torch.arange(t_patches, device=valid.device) * p      # first frame of each
+        real_t = starts[None, :] < valid[:, None]                      # [B, T/p]
+        return real_t[:, :, None].expand(-1, -1, f_patches).reshape(valid.shape[0], -1)
+
+    def pool_tokens(self, tokens, pooling: str = "mean", patch_mask=None,
+                    final_norm: bool = True):
+        """Pooled embedding [B, D] of tokens [B, 1 + N, D].
+
+        ``patch_mask`` (bool [B, N], e.g. ``patch_mask(valid_frames)``): mean pooling
+        over the True patches only (a clip without any True patch falls back to all
+        patches); ignored for ``cls``. ``final_norm``: apply ``fc_norm`` to the pooled
+        vector for fine-tuned-layout encoders (no effect on ``norm`` encoders, whose
+        final norm belongs to ``features``). With the defaults this is ``pool``.
+        """
+        if pooling == "cls":
+            pooled = tokens[:, 0, :]
+        elif pooling == "mean":
+            patches = tokens[:, 1:, :]
+            if patch_mask is None:
+                pooled = patches.mean(dim=1)
+            else:
+                mask = torch.as_tensor(patch_mask, device=tokens.device).bool()
+                if mask.shape != patches.shape[:2]:
+                    raise ValueError(f"patch_mask has shape {tuple(mask.shape)}, the "
+                                     f"tokens have {tuple(patches.shape[:2])} patches")
+                mask = mask | ~mask.any(dim=1, keepdim=True)  # nothing real: use all
+                w = mask.to(patches.dtype)[:, :, None]
+                pooled = (patches * w).sum(dim=1) / w.sum(dim=1)
+        else:
+            raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
+        if final_norm and self.final_norm == "fc_norm":
+            pooled = self.fc_norm(pooled)
+        return pooled
+
+    def readout(self, x, layer: Optional[int] = None, pooling: str = "mean",
+                final_norm: bool = True, valid_frames=None):
+        """Pooled clip embedding [B, D] under a readout: block ``layer``'s tokens, with
+        or without the final norm, mean or cls pooling, and (``valid_frames`` given)
+        mean pooling over the patches of real frames only. With the defaults this
+        equals ``embed(x, pooling)``."""
+        tokens = self.features(x, layer=layer, final_norm=final_norm)
+        mask = None if valid_frames is None else self.patch_mask(valid_frames, x.shape[-2])
+        return self.pool_tokens(tokens, pooling, mask, final_norm=final_norm)
+
     def frozen_parameters(self, trainable_blocks: int):
         """The parameters that ``forward(x, trainable_blocks)`` leaves without gradient."""
         n_frozen = self.depth - trainable_blocks

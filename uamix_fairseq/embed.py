@@ -4,7 +4,15 @@ The one data path of the project (manifest -> waveform -> fbank -> encoder), use
 few-shot, linear-probe, k-NN, t-SNE and export commands. Clips are cropped from their
 start to ``num_frames`` frames (or zero-padded), as AudioMAE evaluates. Embeddings are
 cached on disk, keyed by the encoder file (path, size, modification time), the
-manifest's content and every feature setting, so each clip is embedded once.
+manifest's content, every audio file's size and modification time, and every feature
+and readout setting, so each clip is embedded once and a replaced audio file is
+embedded again.
+
+Readout (``EmbedConfig``): which block's tokens (``layer``), ``pooling`` (mean or cls),
+the final norm on or off (``final_norm``), and mean pooling over the patches of real
+frames only (``pool_real_patches``); the defaults are the encoder's ``embed``.
+The no-learning baselines (``evaluation.baselines``) go through the same clips and
+fbank (``baseline_manifest``).
 """
 
 import hashlib
@@ -31,6 +39,27 @@ class EmbedConfig:
     batch_size: int = 32
     sample_rate: int = 16000
     resample: bool = False
+    # Readout (defaults: encoder.embed(x, pooling), as before these fields existed).
+    layer: Optional[int] = None  # tokens of block L (1-based; negative from the end)
+    final_norm: bool = True      # the encoder's final norm (norm or fc_norm) on/off
+    pool_real_patches: bool = False  # mean over patches with at least one real frame
+
+    @property
+    def default_readout(self) -> bool:
+        return self.layer is None and self.final_norm and not self.pool_real_patches
+
+    def readout_spec(self) -> str:
+        """Short text of the readout, e.g. ``layer=-2,pooling=cls,final_norm=off``."""
+        parts = []
+        if self.layer is not None:
+            parts.append(f"layer={self.layer}")
+        if self.pooling != "mean":
+            parts.append(f"pooling={self.pooling}")
+        if not self.final_norm:
+            parts.append("final_norm=off")
+        if self.pool_real_patches:
+            parts.append("real_patches=on")
+        return ",".join(parts) or "default"
 
     def frontend(self) -> FrontendConfig:
         if self.norm not in NORM_STATS:
@@ -44,12 +73,46 @@ def _file_key(path) -> str:
     return f"{os.path.abspath(path)}:{st.st_size}:{st.st_mtime_ns}"
 
 
+def _audio_files_key(manifest_path, text: bytes) -> bytes:
+    """Size and modification time of every audio file of the manifest (a file that
+    cannot be stat'ed counts as missing; reading it later raises the real error)."""
+    from .manifest import ManifestError, read_manifest
+
+    try:
+        clips = read_manifest(manifest_path)
+    except ManifestError:
+        return b""  # the dataset reports the problem when the clips are read
+    parts = []
+    for i in range(len(clips)):
+        try:
+            st = os.stat(clips.full_path(i))
+            parts.append(f"{st.st_size}:{st.st_mtime_ns}")
+        except OSError:
+            parts.append("missing")
+    return "\n".join(parts).encode()
+
+
 def cache_key(encoder_path, manifest_path, cfg: EmbedConfig) -> str:
+    """Key of one encoder file's embeddings of one manifest under ``cfg``."""
     h = hashlib.sha1()
     h.update(_file_key(encoder_path).encode())
     with open(manifest_path, "rb") as f:
-        h.update(f.read())
+        text = f.read()
+    h.update(text)
+    h.update(_audio_files_key(manifest_path, text))
     h.update(repr(sorted(asdict(cfg).items())).encode())
+    return h.hexdigest()[:16]
+
+
+def baseline_cache_key(name: str, manifest_path, cfg: EmbedConfig) -> str:
+    """Key of a baseline's features: only the settings of the fbank enter it."""
+    h = hashlib.sha1()
+    h.update(f"baseline:{name}".encode())
+    with open(manifest_path, "rb") as f:
+        text = f.read()
+    h.update(text)
+    h.update(_audio_files_key(manifest_path, text))
+    h.update(repr((cfg.num_frames, cfg.norm, cfg.sample_rate, cfg.resample)).encode())
     return h.hexdigest()[:16]
 
 
@@ -93,15 +156,100 @@ def embed_manifest(encoder: AudioMAEEncoder, manifest_path, cfg: EmbedConfig,
     batches = iter_clip_batches(ds, range(len(ds)), cfg.batch_size, progress,
                                 desc=f"embedding {os.path.basename(str(manifest_path))}")
     for ids, wav, lengths in batches:
-        fbank, _ = batch_fbank(wav.to(device), lengths, frontend)
-        out[ids] = embed_inputs(encoder, model_input(fbank, frontend), cfg.pooling)
+        fbank, valid = batch_fbank(wav.to(device), lengths, frontend)
+        out[ids] = embed_inputs(encoder, model_input(fbank, frontend), cfg, valid)
     return out
 
 
-def embed_inputs(encoder: AudioMAEEncoder, x: torch.Tensor, pooling: str) -> np.ndarray:
-    """Pooled embeddings [B, D] (float32 numpy) of model inputs [B, 1, T, F], no grad."""
+def real_frames(lengths, frontend: FrontendConfig) -> torch.Tensor:
+    """Real (not padded) frames [B] of clips of ``lengths`` samples in a crop of
+    ``frontend.num_frames`` frames (as ``frontend.batch_fbank`` counts them)."""
+    from .features import num_frames as frames_for_samples
+
+    return torch.tensor([frames_for_samples(int(n), frontend.sample_rate)
+                         for n in torch.as_tensor(lengths).tolist()]
+                        ).clamp(min=0, max=frontend.num_frames)
+
+
+def pooled(encoder: AudioMAEEncoder, x: torch.Tensor, readout="mean",
+           valid_frames=None) -> torch.Tensor:
+    """Pooled embeddings [B, D] of model inputs [B, 1, T, F] under ``readout`` (an
+    ``EmbedConfig``, or a pooling name for the default readout), with gradient.
+    ``valid_frames`` [B] is needed for ``pool_real_patches``."""
+    if isinstance(readout, str):
+        return encoder.embed(x, readout)
+    cfg = readout
+    if cfg.default_readout:
+        return encoder.embed(x, cfg.pooling)  # the training path, bit for bit
+    if cfg.pool_real_patches and valid_frames is None:
+        raise ValueError("pool_real_patches needs the real frames of every clip")
+    return encoder.readout(x, layer=cfg.layer, pooling=cfg.pooling,
+                           final_norm=cfg.final_norm,
+                           valid_frames=valid_frames if cfg.pool_real_patches else None)
+
+
+def embed_inputs(encoder: AudioMAEEncoder, x: torch.Tensor, readout="mean",
+                 valid_frames=None) -> np.ndarray:
+    """Pooled embeddings [B, D] (float32 numpy) of model inputs [B, 1, T, F], no grad;
+    ``readout`` as in ``pooled``."""
     with torch.no_grad():
-        return encoder.embed(x.to(encoder.cls_token.dtype), pooling).float().cpu().numpy()
+        return pooled(encoder, x.to(encoder.cls_token.dtype), readout,
+                      valid_frames).float().cpu().numpy()
+
+
+def check_readout(encoder: AudioMAEEncoder, cfg: EmbedConfig, where="") -> None:
+    """Refuse a readout the encoder cannot give (a layer beyond its depth), naming it."""
+    if cfg.pooling not in ("mean", "cls"):
+        raise ValueError(f"pooling must be 'mean' or 'cls', got {cfg.pooling!r}")
+    try:
+        encoder.resolve_layer(cfg.layer)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}" if where else str(e)) from None
+
+
+@torch.no_grad()
+def baseline_manifest(name: str, manifest_path, cfg: EmbedConfig, device="cpu",
+                      progress: bool = True) -> np.ndarray:
+    """Features [N, D] (float32) of the no-learning baseline ``name`` (a key of
+    ``evaluation.baselines.BASELINES``) for the manifest's clips, from exactly the
+    normalised fbank crop the encoders see under ``cfg``, real frames only."""
+    from .evaluation.baselines import BASELINES
+
+    if name not in BASELINES:
+        raise ValueError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}")
+    feature = BASELINES[name][1]
+    frontend = cfg.frontend()
+    ds = clip_dataset(manifest_path, cfg)
+    rows = []
+    batches = iter_clip_batches(ds, range(len(ds)), cfg.batch_size, progress,
+                                desc=f"{name} of {os.path.basename(str(manifest_path))}")
+    for ids, wav, lengths in batches:
+        fbank, valid = batch_fbank(wav.to(device), lengths, frontend)
+        rows.append((ids, feature(model_input(fbank, frontend), valid.cpu())))
+    dim = rows[0][1].shape[1]
+    out = np.zeros((len(ds), dim), dtype=np.float32)
+    for ids, feats in rows:
+        out[ids] = feats
+    return out
+
+
+def cached_baseline(name: str, manifest_path, cfg: EmbedConfig,
+                    cache_dir: Optional[str] = None, device="cpu",
+                    progress: bool = True) -> np.ndarray:
+    """``baseline_manifest`` with the on-disk cache of ``cached_embeddings``."""
+    path = None
+    if cache_dir:
+        os.makedirs(cache_dir, exist_ok=True)
+        path = os.path.join(cache_dir, baseline_cache_key(name, manifest_path, cfg) + ".npy")
+        if os.path.exists(path):
+            logger.info("%s features of %s from cache %s", name, manifest_path, path)
+            return np.load(path)
+    feats = baseline_manifest(name, manifest_path, cfg, device, progress)
+    if path:
+        tmp = path + ".tmp.npy"
+        np.save(tmp, feats)
+        os.replace(tmp, path)
+    return feats
 
 
 def load_encoder(path, cfg: EmbedConfig) -> AudioMAEEncoder:

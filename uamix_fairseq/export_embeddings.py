@@ -18,7 +18,9 @@ There is one data path: a folder is first described by a temporary manifest
 (``make_manifests``: recursive, every format libsndfile reads, files sorted by relative
 path, unreadable files skipped and reported), then embedded by
 ``uamix_fairseq.embed`` exactly as the evaluation tools embed a manifest (crop from the
-start or zero-pad to ``--num-frames`` frames, AudioMAE normalisation, pooled tokens).
+start or zero-pad to ``--num-frames`` frames, by default the encoder's own length, as
+``uamix-fewshot``/``uamix-probe`` do; AudioMAE normalisation; the readout options
+``--layer``, ``--final-norm``, ``--pool-real-patches`` and ``--pooling``).
 """
 
 import argparse
@@ -33,7 +35,7 @@ import soundfile as sf
 import torch
 
 from .audiomae import AudioMAEEncoder, load_audiomae
-from .embed import EmbedConfig, cached_embeddings, embed_manifest
+from .embed import EmbedConfig, cached_embeddings, check_readout, embed_manifest
 from .features import NORM_STATS
 from .labels import label_path_for, read_labels
 from .manifest import ManifestError, make_manifests, read_manifest
@@ -93,9 +95,12 @@ def _load_encoder(encoder_path, num_frames: Optional[int]) -> AudioMAEEncoder:
 
 def prepare_encoder(encoder_path, num_frames: Optional[int] = None, norm: str = "audioset",
                     pooling: str = "mean", batch_size: int = 32, resample: bool = False,
-                    device="cpu") -> Tuple[AudioMAEEncoder, EmbedConfig, torch.device]:
+                    device="cpu", layer: Optional[int] = None, final_norm: bool = True,
+                    pool_real_patches: bool = False
+                    ) -> Tuple[AudioMAEEncoder, EmbedConfig, torch.device]:
     """Check the settings and read the encoder (``num_frames=None``: the file's own input
-    length), so that a bad checkpoint or option fails before any audio is touched."""
+    length), so that a bad checkpoint or option fails before any audio is touched.
+    ``layer``, ``final_norm``, ``pool_real_patches``: the readout (``EmbedConfig``)."""
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
     if pooling not in ("mean", "cls"):
@@ -103,8 +108,10 @@ def prepare_encoder(encoder_path, num_frames: Optional[int] = None, norm: str = 
     device = check_device(device)
     encoder = _load_encoder(encoder_path, num_frames)
     cfg = EmbedConfig(num_frames=encoder.cfg.num_frames, norm=norm, pooling=pooling,
-                      batch_size=batch_size, resample=resample)
+                      batch_size=batch_size, resample=resample, layer=layer,
+                      final_norm=bool(final_norm), pool_real_patches=bool(pool_real_patches))
     cfg.frontend()  # checks the norm name
+    check_readout(encoder, cfg, where=str(encoder_path))
     return encoder, cfg, device
 
 
@@ -122,7 +129,9 @@ def _embed_prepared(encoder, encoder_path, manifest_path, cfg: EmbedConfig, devi
 def embed_clips(encoder_path, manifest_path, num_frames: Optional[int] = None,
                 norm: str = "audioset", pooling: str = "mean", batch_size: int = 32,
                 resample: bool = False, device="cpu", cache_dir: Optional[str] = None,
-                progress: bool = True) -> Tuple[np.ndarray, EmbedConfig]:
+                progress: bool = True, layer: Optional[int] = None,
+                final_norm: bool = True, pool_real_patches: bool = False
+                ) -> Tuple[np.ndarray, EmbedConfig]:
     """Embeddings ``[N, D]`` of the manifest's clips by the encoder file, in manifest
     order, through ``uamix_fairseq.embed``; and the ``EmbedConfig`` used.
 
@@ -130,7 +139,8 @@ def embed_clips(encoder_path, manifest_path, num_frames: Optional[int] = None,
     first, so a bad checkpoint fails before any audio is decoded.
     """
     encoder, cfg, dev = prepare_encoder(encoder_path, num_frames, norm, pooling, batch_size,
-                                        resample, device)
+                                        resample, device, layer, final_norm,
+                                        pool_real_patches)
     if cache_dir:
         encoder = None  # freed before the cache path reads the file again on a miss
     return _embed_prepared(encoder, encoder_path, manifest_path, cfg, dev, cache_dir,
@@ -166,7 +176,8 @@ def export_embeddings(encoder_path, out_path, manifest: Optional[str] = None,
     """Embed a manifest (``manifest``) or a folder (``audio_dir``) and write ``out_path``
     (``.npy`` + ``.txt``, or ``.npz``). ``embed_kwargs`` are :func:`embed_clips`'s
     keyword arguments (``num_frames``, ``norm``, ``pooling``, ``batch_size``,
-    ``resample``, ``device``, ``cache_dir``, ``progress``).
+    ``resample``, ``device``, ``cache_dir``, ``progress``, ``layer``, ``final_norm``,
+    ``pool_real_patches``).
 
     Returns a summary: ``out``, ``paths_file`` (``.npy`` only), ``num_clips``, ``dim``,
     ``num_frames``, ``labels`` (whether labels were written), ``warnings``.
@@ -243,6 +254,17 @@ def add_embedding_arguments(parser: argparse.ArgumentParser):
     parser.add_argument("--pooling", default="mean", choices=("mean", "cls"),
                         help="clip embedding: mean of the patch tokens, or the cls token "
                         "(default: mean)")
+    parser.add_argument("--layer", type=int, default=None, metavar="L",
+                        help="read the tokens out of block L: 1-based, or negative from "
+                        "the end (-1 = the last block), 0 = the patch embedding "
+                        "(default: the last block)")
+    parser.add_argument("--final-norm", choices=("on", "off"), default="on",
+                        help="apply the encoder's final norm (default: on)")
+    parser.add_argument("--no-final-norm", dest="final_norm", action="store_const",
+                        const="off", help="the same as --final-norm off")
+    parser.add_argument("--pool-real-patches", action="store_true",
+                        help="mean pooling over the patches of real frames only (patches "
+                        "that are all zero padding are left out; default: all patches)")
     parser.add_argument("--batch-size", type=int, default=32,
                         help="clips per forward pass (default: 32)")
     parser.add_argument("--device", default="cpu",
@@ -258,7 +280,10 @@ def add_embedding_arguments(parser: argparse.ArgumentParser):
 def embedding_kwargs(args) -> Dict:
     return dict(num_frames=args.num_frames, norm=args.norm, pooling=args.pooling,
                 batch_size=args.batch_size, resample=args.resample, device=args.device,
-                cache_dir=args.cache_dir, progress=not args.quiet)
+                cache_dir=args.cache_dir, progress=not args.quiet,
+                layer=getattr(args, "layer", None),
+                final_norm=getattr(args, "final_norm", "on") == "on",
+                pool_real_patches=getattr(args, "pool_real_patches", False))
 
 
 def _build_parser() -> argparse.ArgumentParser:

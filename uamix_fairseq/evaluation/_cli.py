@@ -22,15 +22,46 @@ def add_encoder_args(parser: argparse.ArgumentParser):
     g.add_argument("--name", action="append", default=None, metavar="NAME",
                    help="display name of each --encoder, in the same order (default: "
                    "the file name without extension)")
-    g.add_argument("--num-frames", type=int, default=1024,
-                   help="fbank frames per clip (10 ms each); clips are cropped from the "
-                   "start or zero-padded (default: 1024)")
+    g.add_argument("--num-frames", type=int, default=None,
+                   help="fbank frames per clip (10 ms each), a multiple of 16; clips are "
+                   "cropped from the start or zero-padded (default: each encoder's own "
+                   "length, the frames of its positional table, as uamix-embed; the "
+                   "baselines use the first encoder's)")
     g.add_argument("--norm", default="audioset",
                    help="fbank normalisation statistics: audioset, esc50 or "
                    "speechcommands (default: audioset)")
     g.add_argument("--pooling", default="mean", choices=["mean", "cls"],
                    help="clip embedding: mean of the patch tokens, or the cls token "
                    "(default: mean)")
+    g.add_argument("--layer", type=int, default=None, metavar="L",
+                   help="read the tokens out of block L: 1-based, or negative from the "
+                   "end (-1 = the last block), 0 = the patch embedding (default: the "
+                   "last block)")
+    g.add_argument("--final-norm", choices=["on", "off"], default="on",
+                   help="apply the encoder's final norm (norm to the tokens, or fc_norm "
+                   "to the pooled vector of fine-tuned files) (default: on)")
+    g.add_argument("--no-final-norm", dest="final_norm", action="store_const",
+                   const="off", help="the same as --final-norm off")
+    g.add_argument("--pool-real-patches", action="store_true",
+                   help="mean pooling over the patches of real frames only: patches "
+                   "whose frames are all zero padding are left out (a partly real patch "
+                   "counts as real) (default: all patches)")
+    g.add_argument("--readout", action="append", default=None, metavar="SPEC",
+                   help="per-encoder readout, one per --encoder in the same order (like "
+                   "--name): comma-separated layer=L, pooling=mean|cls, final_norm=on|off, "
+                   "real_patches=on|off; keys left out (or SPEC 'default') take the "
+                   "--layer/--pooling/--final-norm/--pool-real-patches values. Give the "
+                   "same file twice to compare two readouts of it on the same episodes")
+    g.add_argument("--baseline", action="append", default=None, choices=["fbank_stats"],
+                   help="also score a no-learning baseline on the same clips and "
+                   "episodes (repeatable). fbank_stats: mean and standard deviation over "
+                   "time of the normalised fbank per mel bin (2 x 128 numbers), over the "
+                   "real frames of the same crop the encoders see; reported as "
+                   "'fbank-stats'")
+    g.add_argument("--reference", default=None, metavar="NAME",
+                   help="the row paired differences are taken against: an encoder name "
+                   "or a baseline's report name, e.g. fbank-stats (default: the first "
+                   "--encoder)")
     g.add_argument("--batch-size", type=int, default=32,
                    help="clips per encoder forward pass (default: 32)")
     g.add_argument("--resample", action="store_true",
@@ -101,8 +132,59 @@ def attack_config(args):
     return attack if attack.enabled else None
 
 
-def encoder_names(paths: Sequence[str], names: Optional[Sequence[str]]) -> List[str]:
-    """Display names: ``--name`` values, or file stems made unique with #2, #3, ..."""
+READOUT_KEYS = ("layer", "pooling", "final_norm", "real_patches")
+_ON_OFF = {"on": True, "off": False, "true": True, "false": False, "1": True, "0": False,
+           "yes": True, "no": False}
+
+
+def parse_readout(spec: Optional[str], base):
+    """``base`` (an ``EmbedConfig``) with the readout ``spec`` applied (see --readout)."""
+    import dataclasses
+
+    if spec is None or spec.strip() in ("", "default", "-"):
+        return base
+    changes = {}
+    for item in spec.split(","):
+        key, sep, value = item.strip().partition("=")
+        key, value = key.strip().replace("-", "_"), value.strip().lower()
+        if key == "pool_real_patches":
+            key = "real_patches"
+        if not sep or key not in READOUT_KEYS:
+            raise EvaluationError(f"--readout {spec!r}: {item.strip()!r} is not KEY=VALUE "
+                                  f"with KEY one of {', '.join(READOUT_KEYS)}")
+        if key == "layer":
+            try:
+                changes["layer"] = int(value)
+            except ValueError:
+                raise EvaluationError(f"--readout {spec!r}: layer must be an integer, got "
+                                      f"{value!r}") from None
+        elif key == "pooling":
+            if value not in ("mean", "cls"):
+                raise EvaluationError(f"--readout {spec!r}: pooling must be mean or cls")
+            changes["pooling"] = value
+        else:
+            if value not in _ON_OFF:
+                raise EvaluationError(f"--readout {spec!r}: {key} must be on or off")
+            changes["final_norm" if key == "final_norm" else "pool_real_patches"] = \
+                _ON_OFF[value]
+    return dataclasses.replace(base, **changes)
+
+
+def readout_specs(args, paths: Sequence[str]) -> List[Optional[str]]:
+    specs = getattr(args, "readout", None)
+    if not specs:
+        return [None] * len(paths)
+    if len(specs) != len(paths):
+        raise EvaluationError(
+            f"{len(specs)} --readout value(s) for {len(paths)} --encoder file(s); give one "
+            "per encoder, in the same order ('default' for the global readout), or none")
+    return list(specs)
+
+
+def encoder_names(paths: Sequence[str], names: Optional[Sequence[str]],
+                  specs: Optional[Sequence[Optional[str]]] = None) -> List[str]:
+    """Display names: ``--name`` values, or file stems (with ``@SPEC`` for a non-default
+    ``--readout``) made unique with #2, #3, ..."""
     if names:
         if len(names) != len(paths):
             raise EvaluationError(
@@ -111,9 +193,12 @@ def encoder_names(paths: Sequence[str], names: Optional[Sequence[str]]) -> List[
         if len(set(names)) != len(names):
             raise EvaluationError(f"--name values must differ, got {list(names)}")
         return list(names)
+    specs = list(specs) if specs else [None] * len(paths)
     out = []
-    for p in paths:
+    for p, spec in zip(paths, specs):
         stem = os.path.splitext(os.path.basename(p))[0] or p
+        if spec and spec.strip() not in ("default", "-"):
+            stem = f"{stem}@{spec.strip()}"
         name, i = stem, 1
         while name in out:
             i += 1
@@ -122,16 +207,51 @@ def encoder_names(paths: Sequence[str], names: Optional[Sequence[str]]) -> List[
     return out
 
 
-def embed_config(args):
+def embed_config(args, num_frames: Optional[int] = None):
+    """The ``EmbedConfig`` of the global options (``num_frames``: when --num-frames is
+    not given, the length to use; 1024 as a placeholder otherwise)."""
     from ..embed import EmbedConfig
 
-    cfg = EmbedConfig(num_frames=args.num_frames, norm=args.norm, pooling=args.pooling,
-                      batch_size=args.batch_size, resample=args.resample)
+    frames = args.num_frames if args.num_frames is not None else (num_frames or 1024)
+    cfg = EmbedConfig(num_frames=frames, norm=args.norm, pooling=args.pooling,
+                      batch_size=args.batch_size, resample=args.resample,
+                      layer=getattr(args, "layer", None),
+                      final_norm=getattr(args, "final_norm", "on") == "on",
+                      pool_real_patches=getattr(args, "pool_real_patches", False))
     cfg.frontend()  # checks --norm
-    if args.num_frames < 16 or args.batch_size < 1:
-        raise EvaluationError("--num-frames must be at least 16 (one patch) and "
-                              "--batch-size at least 1")
+    if frames < 16 or frames % 16 or args.batch_size < 1:
+        raise EvaluationError("--num-frames must be a positive multiple of 16 (the patch "
+                              f"size), got {frames}, and --batch-size at least 1")
     return cfg
+
+
+def encoder_configs(args, paths: Sequence[str]) -> list:
+    """One ``EmbedConfig`` per encoder: its readout (``--readout`` or the global flags)
+    and its input length (--num-frames, or the file's own length). Reads every file
+    once, so a wrong file or readout stops the run before any embedding."""
+    import dataclasses
+
+    from ..audiomae import load_audiomae
+
+    specs = readout_specs(args, paths)
+    base = embed_config(args)
+    shapes: dict = {}  # real path -> (input frames, depth); encoders are not kept
+    out = []
+    for path, spec in zip(paths, specs):
+        real = os.path.realpath(path)
+        if real not in shapes:
+            enc = load_audiomae(path, num_frames=args.num_frames)
+            shapes[real] = (enc.cfg.num_frames, enc.depth)
+            del enc
+        frames, depth = shapes[real]
+        cfg = dataclasses.replace(parse_readout(spec, base), num_frames=frames)
+        if cfg.layer is not None and not -depth <= cfg.layer <= depth:
+            raise EvaluationError(
+                f"{path}: layer {cfg.layer} outside [-{depth}, {depth}]: the encoder has "
+                f"{depth} blocks (1-based, or negative from the end; 0 = the patch "
+                "embedding)")
+        out.append(cfg)
+    return out
 
 
 def check_encoders(paths: Sequence[str], cfg) -> None:
@@ -147,20 +267,60 @@ def check_encoders(paths: Sequence[str], cfg) -> None:
             load_encoder(p, cfg)
 
 
+def baseline_entries(args, encoder_cfgs) -> List[tuple]:
+    """``(baseline key, report name, EmbedConfig)`` for every --baseline: the fbank
+    crop of --num-frames, or of the first encoder's length."""
+    import dataclasses
+
+    from .baselines import baseline_display_name
+
+    keys = list(dict.fromkeys(getattr(args, "baseline", None) or []))
+    if not keys:
+        return []
+    cfg = dataclasses.replace(embed_config(args, encoder_cfgs[0].num_frames),
+                              layer=None, pooling="mean", final_norm=True,
+                              pool_real_patches=False)
+    return [(k, baseline_display_name(k), cfg) for k in keys]
+
+
+def check_row_names(encoder_names_: Sequence[str], baselines: Sequence[tuple],
+                    reference: Optional[str]) -> str:
+    """All report rows must have distinct names; returns the reference row's name."""
+    rows = list(encoder_names_) + [b[1] for b in baselines]
+    clash = sorted({n for n in rows if rows.count(n) > 1})
+    if clash:
+        raise EvaluationError(f"report names must differ; {clash} is used twice (rename "
+                              "the encoder with --name)")
+    if reference is None:
+        return rows[0]
+    if reference not in rows:
+        raise EvaluationError(f"--reference {reference!r} is not a row of the report; "
+                              f"choose one of {rows}")
+    return reference
+
+
+def _entry_key(path, cfg):
+    from dataclasses import asdict
+
+    return os.path.realpath(path), repr(sorted(asdict(cfg).items()))
+
+
 def embed_all(paths: Sequence[str], names: Sequence[str], manifest: str, cfg, args,
               expected_rows: int) -> List[np.ndarray]:
-    """Embeddings ``[N, D]`` of every clip of ``manifest``, once per encoder."""
+    """Embeddings ``[N, D]`` of every clip of ``manifest``, once per encoder (``cfg``:
+    one ``EmbedConfig`` for all, or one per encoder)."""
     from ..embed import cached_embeddings
 
+    cfgs = list(cfg) if isinstance(cfg, (list, tuple)) else [cfg] * len(paths)
     out, done = [], {}
-    for path, name in zip(paths, names):
-        key = os.path.realpath(path)
-        if key in done:  # the same file twice (e.g. a sanity check): embed it once
+    for path, name, c in zip(paths, names, cfgs):
+        key = _entry_key(path, c)
+        if key in done:  # the same file and readout twice (a sanity check): embed once
             out.append(done[key])
             continue
         logger.info("embedding %d clips of %s with %s (%s)", expected_rows, manifest,
                     name, path)
-        emb = cached_embeddings(path, manifest, cfg, cache_dir=args.cache_dir,
+        emb = cached_embeddings(path, manifest, c, cache_dir=args.cache_dir,
                                 device=args.device, progress=not args.no_progress)
         if emb.shape[0] != expected_rows:
             raise EvaluationError(f"{path}: {emb.shape[0]} embeddings for the "
@@ -170,6 +330,38 @@ def embed_all(paths: Sequence[str], names: Sequence[str], manifest: str, cfg, ar
                                   "inf; the encoder or the audio is broken")
         done[key] = emb
         out.append(emb)
+    return out
+
+
+def embed_baselines(baselines: Sequence[tuple], manifest: str, args,
+                    expected_rows: int) -> List[np.ndarray]:
+    """Features ``[N, D]`` of every clip of ``manifest``, once per baseline."""
+    from ..embed import cached_baseline
+
+    out = []
+    for key, name, cfg in baselines:
+        logger.info("computing %s for %d clips of %s", name, expected_rows, manifest)
+        feats = cached_baseline(key, manifest, cfg, cache_dir=args.cache_dir,
+                                device=args.device, progress=not args.no_progress)
+        if feats.shape[0] != expected_rows:
+            raise EvaluationError(f"{name}: {feats.shape[0]} rows for the "
+                                  f"{expected_rows} clips of {manifest}")
+        out.append(feats)
+    return out
+
+
+def diagnose(names: Sequence[str], matrices: Sequence[np.ndarray], durations) -> dict:
+    """The padding diagnostic of every row name (see ``diagnostics``)."""
+    from .diagnostics import pc1_diagnostic
+
+    return {n: pc1_diagnostic(m, durations) for n, m in zip(names, matrices)}
+
+
+def entries_for_report(names, paths, cfgs, baselines) -> List[dict]:
+    out = [{"name": n, "path": os.path.abspath(p), "num_frames": c.num_frames,
+            "readout": c.readout_spec()} for n, p, c in zip(names, paths, cfgs)]
+    out += [{"name": name, "baseline": key, "num_frames": cfg.num_frames}
+            for key, name, cfg in baselines]
     return out
 
 
@@ -202,17 +394,20 @@ def cli_main(run: Callable[[argparse.Namespace], int], parser: argparse.Argument
         return 2
 
 
-def write_report(results, names: Sequence[str], paths: Sequence[str], args, stem: str,
-                 settings, title: str, attack, attacked: str, plot: bool) -> int:
-    """The common end of ``uamix-fewshot`` and ``uamix-probe``: name the encoders and the
-    attack in the report, print the table and write the files under ``args.out``."""
+def write_report(results, names: Sequence[str], entries: Sequence[dict], args, stem: str,
+                 settings, title: str, attack, attacked: str, plot: bool,
+                 diagnostics: Optional[dict] = None, diagnostics_where: str = "",
+                 reference: Optional[str] = None) -> int:
+    """The common end of ``uamix-fewshot`` and ``uamix-probe``: name the encoders (and
+    baselines) and the attack in the report, print the table and the padding
+    diagnostic and write the files under ``args.out``. ``entries``: one dict per row
+    name (``entries_for_report``)."""
     from .report import print_and_write
 
-    encoders = [{"name": n, "path": os.path.abspath(p)} for n, p in zip(names, paths)]
     if attack:
         title += f"\nattack on the {attacked}: {attack.describe()}"
-    written = print_and_write(results, names, args.out, stem, settings, encoders,
-                              title=title, plot=plot)
+    written = print_and_write(results, names, args.out, stem, settings, list(entries),
+                              title=title, plot=plot, diagnostics=diagnostics,
+                              diagnostics_where=diagnostics_where, reference=reference)
     print("wrote " + ", ".join(written.values()), file=sys.stderr)
     return 0
-

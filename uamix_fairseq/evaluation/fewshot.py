@@ -27,9 +27,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import EvaluationError
-from ._cli import (add_attack_args, add_encoder_args, attack_config, check_encoders,
-                   cli_main, embed_all, embed_config, encoder_names, print_warnings,
-                   write_report)
+from ._cli import (add_attack_args, add_encoder_args, attack_config, baseline_entries,
+                   check_row_names, cli_main, diagnose, embed_all, embed_baselines,
+                   embed_config, encoder_configs, encoder_names, entries_for_report,
+                   print_warnings, readout_specs, write_report)
 from .classifiers import (CLASSIFIERS, knn_predict, logreg_predict, ncm_predict,
                           standardizer)
 from .episodes import Episode, sample_episodes, single_label_targets, stack_episodes
@@ -99,9 +100,12 @@ def run_fewshot(embeddings: Sequence[np.ndarray], names: Sequence[str], plan: Pl
     """
     if len(embeddings) != len(names):
         raise ValueError(f"{len(embeddings)} embedding matrices for {len(names)} names")
-    if robust_embeddings is not None and [np.shape(r) for r in robust_embeddings] != \
-            [np.shape(e) for e in embeddings]:
-        raise ValueError("robust_embeddings must match embeddings, one matrix per encoder")
+    if robust_embeddings is not None and (
+            len(robust_embeddings) != len(embeddings) or
+            any(r is not None and np.shape(r) != np.shape(e)
+                for r, e in zip(robust_embeddings, embeddings))):
+        raise ValueError("robust_embeddings must match embeddings, one matrix (or None: "
+                         "not attacked, e.g. a baseline) per encoder")
     if standardize not in STANDARDIZE:
         raise EvaluationError(f"standardize must be one of {STANDARDIZE}, got {standardize!r}")
     _classifiers(classifiers, knn_ks, logreg_c)  # unknown names fail before any work
@@ -115,7 +119,7 @@ def run_fewshot(embeddings: Sequence[np.ndarray], names: Sequence[str], plan: Pl
             specs = _classifiers(classifiers, knn_ks, logreg_c, stats)
             chunk = max(1, max_chunk_elements // (width * emb.shape[1]))
             queries = {"clean": emb}
-            if robust_embeddings is not None:
+            if robust_embeddings is not None and robust_embeddings[i] is not None:
                 queries["robust"] = np.asarray(robust_embeddings[i])
             acc = {(label, kind): [] for label, _ in specs for kind in queries}
             for start in range(0, len(episodes), chunk):
@@ -179,16 +183,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _robust_embeddings(args, cfg, embeddings, targets, num_classes, plan, attack):
+def _robust_embeddings(args, cfgs, embeddings, targets, num_classes, plan, attack,
+                       source_cfg=None):
     """Per encoder: its clean matrix with the query clips' rows attacked."""
     from ..embed import cached_embeddings
-    from .robust import ClassMeanLoss, attack_files, query_clips
+    from .robust import ClassMeanLoss, _entry_key, attack_files, query_clips
 
     clips = query_clips(plan)
-    clean = {os.path.realpath(p): e for p, e in zip(args.encoder, embeddings)}
+    clean = {_entry_key(p, c): e for p, c, e in zip(args.encoder, cfgs, embeddings)}
 
-    def surrogate(path):
-        emb = clean.get(os.path.realpath(path))
+    def surrogate(path, cfg):
+        emb = clean.get(_entry_key(path, cfg))
         if emb is None:  # the transfer source: its own clean embeddings
             emb = cached_embeddings(path, args.manifest, cfg, cache_dir=args.cache_dir,
                                     device=args.device, progress=not args.no_progress)
@@ -196,8 +201,9 @@ def _robust_embeddings(args, cfg, embeddings, targets, num_classes, plan, attack
                              temperature=attack.temperature, self_in_pool=True,
                              device=args.device)
 
-    attacked = attack_files(args.encoder, args.manifest, clips, cfg, attack, surrogate,
-                            args.device, progress=not args.no_progress)
+    attacked = attack_files(args.encoder, args.manifest, clips, cfgs, attack, surrogate,
+                            args.device, progress=not args.no_progress,
+                            source_cfg=source_cfg)
     out = []
     for emb, adv in zip(embeddings, attacked):
         robust = np.array(emb, copy=True)
@@ -212,8 +218,8 @@ def _run(args) -> int:
     classifiers = list(dict.fromkeys(args.classifier or ["ncm", "logreg"]))
     if any(k < 1 for k in args.knn):
         raise EvaluationError(f"--knn values must be at least 1, got {args.knn}")
-    names = encoder_names(args.encoder, args.name)
-    cfg = embed_config(args)
+    names = encoder_names(args.encoder, args.name, readout_specs(args, args.encoder))
+    embed_config(args)  # option errors before any file is read
     attack = attack_config(args)
 
     from ..labels import label_path_for, read_labels
@@ -228,16 +234,31 @@ def _run(args) -> int:
                                  args.queries, args.episodes, args.seed, source=label_path)
         finally:
             print_warnings(caught)
-    check_encoders(args.encoder + ([attack.source] if attack and attack.source else []),
-                   cfg)
-    embeddings = embed_all(args.encoder, names, args.manifest, cfg, args, len(labels))
+    cfgs = encoder_configs(args, args.encoder)
+    baselines = baseline_entries(args, cfgs)
+    reference = check_row_names(names, baselines, args.reference)
+    source_cfg = None
+    if attack and attack.source:
+        from ..embed import load_encoder
+
+        source_cfg = embed_config(args, cfgs[0].num_frames)
+        load_encoder(attack.source, source_cfg)
+    embeddings = embed_all(args.encoder, names, args.manifest, cfgs, args, len(labels))
+    base_feats = embed_baselines(baselines, args.manifest, args, len(labels))
     robust = None
     if attack:
-        robust, num_attacked = _robust_embeddings(args, cfg, embeddings, targets,
-                                                  len(class_names), plan, attack)
-    results = run_fewshot(embeddings, names, plan, classifiers, args.knn, args.logreg_c,
-                          args.standardize, robust_embeddings=robust)
+        robust, num_attacked = _robust_embeddings(args, cfgs, embeddings, targets,
+                                                  len(class_names), plan, attack,
+                                                  source_cfg)
+        robust = robust + [None] * len(baselines)  # baselines are scored clean only
+    rows = names + [b[1] for b in baselines]
+    results = run_fewshot(embeddings + base_feats, rows, plan, classifiers, args.knn,
+                          args.logreg_c, args.standardize, robust_embeddings=robust)
 
+    from .diagnostics import manifest_durations
+
+    durations = manifest_durations(args.manifest, cfgs[0].sample_rate)
+    diagnostics = diagnose(rows, embeddings + base_feats, durations)
     settings = {
         "command": "fewshot", "manifest": os.path.abspath(args.manifest),
         "labels": os.path.abspath(label_path), "num_clips": len(labels),
@@ -246,14 +267,20 @@ def _run(args) -> int:
         "classifiers": classifiers, "knn": args.knn if "knn" in classifiers else None,
         "logreg_c": args.logreg_c,
         "standardize": args.standardize if "logreg" in classifiers else None,
-        "embedding": asdict(cfg),
+        "embedding": asdict(cfgs[0]),
+        "embeddings": {n: asdict(c) for n, c in zip(names, cfgs)},
+        "baselines": {name: key for key, name, _ in baselines},
+        "reference": reference,
         "episode_stream": "numpy default_rng([seed, N, k, queries]) per setting",
         "attack": attack.settings(num_attacked) if attack else None,
     }
     title = (f"few-shot accuracy on {os.path.basename(args.manifest)} "
              f"({args.episodes} episodes, {args.queries} queries/class, seed {args.seed})")
-    return write_report(results, names, args.encoder, args, "fewshot", settings, title,
-                        attack, "queries", plot=True)
+    entries = entries_for_report(names, args.encoder, cfgs, baselines)
+    return write_report(results, rows, entries, args, "fewshot", settings, title,
+                        attack, "queries", plot=True, diagnostics=diagnostics,
+                        diagnostics_where=f"{len(labels)} clips of "
+                        f"{os.path.basename(args.manifest)}", reference=reference)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

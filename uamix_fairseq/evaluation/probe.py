@@ -30,9 +30,10 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import EvaluationError
-from ._cli import (add_attack_args, add_encoder_args, attack_config, check_encoders,
-                   cli_main, embed_all, embed_config, encoder_names, print_warnings,
-                   write_report)
+from ._cli import (add_attack_args, add_encoder_args, attack_config, baseline_entries,
+                   check_row_names, cli_main, diagnose, embed_all, embed_baselines,
+                   embed_config, encoder_configs, encoder_names, entries_for_report,
+                   print_warnings, readout_specs, write_report)
 from .classifiers import (fit_logreg, fit_ovr_logreg, knn_predict, knn_scores,
                           mean_average_precision, multi_hot)
 from .report import Result
@@ -168,16 +169,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _robust_test_embeddings(args, cfg, train_emb, train_labels, test_labels, attack):
+def _robust_test_embeddings(args, cfgs, train_emb, train_labels, test_labels, attack,
+                            source_cfg=None):
     """Attacked test embeddings per encoder (see ``robust`` for the surrogates)."""
     from ..embed import cached_embeddings
-    from .robust import ClassMeanLoss, LogRegLoss, attack_files
+    from .robust import ClassMeanLoss, LogRegLoss, _entry_key, attack_files
 
-    clean = {os.path.realpath(p): e for p, e in zip(args.encoder, train_emb)}
+    clean = {_entry_key(p, c): e for p, c, e in zip(args.encoder, cfgs, train_emb)}
     multi = is_multi_label(train_labels, test_labels)
 
-    def surrogate(path):
-        xtr = clean.get(os.path.realpath(path))
+    def surrogate(path, cfg):
+        xtr = clean.get(_entry_key(path, cfg))
         if xtr is None:  # the transfer source: its own train embeddings and classifier
             xtr = cached_embeddings(path, args.train_manifest, cfg, cache_dir=args.cache_dir,
                                     device=args.device, progress=not args.no_progress)
@@ -192,8 +194,9 @@ def _robust_test_embeddings(args, cfg, train_emb, train_labels, test_labels, att
         return ClassMeanLoss(xtr, ytr, len(classes), labels=yte,
                              temperature=attack.temperature, device=args.device)
 
-    return attack_files(args.encoder, args.test_manifest, np.arange(len(test_labels)), cfg,
-                        attack, surrogate, args.device, progress=not args.no_progress)
+    return attack_files(args.encoder, args.test_manifest, np.arange(len(test_labels)), cfgs,
+                        attack, surrogate, args.device, progress=not args.no_progress,
+                        source_cfg=source_cfg)
 
 
 def _run(args) -> int:
@@ -202,8 +205,8 @@ def _run(args) -> int:
     knn = list(dict.fromkeys(args.knn))
     if args.no_logreg and not knn:
         raise EvaluationError("nothing to do: --no-logreg and no --knn values")
-    names = encoder_names(args.encoder, args.name)
-    cfg = embed_config(args)
+    names = encoder_names(args.encoder, args.name, readout_specs(args, args.encoder))
+    embed_config(args)  # option errors before any file is read
     attack = attack_config(args)
 
     from ..labels import label_path_for, read_labels
@@ -220,20 +223,31 @@ def _run(args) -> int:
             is_multi_label(train_labels, test_labels):
         raise EvaluationError("PGD on multi-label data attacks the one-vs-rest logistic "
                               "regression: drop --no-logreg, or use --attack-snr-db only")
-    check_encoders(args.encoder + ([attack.source] if attack and attack.source else []),
-                   cfg)
-    train_emb = embed_all(args.encoder, names, args.train_manifest, cfg, args,
+    cfgs = encoder_configs(args, args.encoder)
+    baselines = baseline_entries(args, cfgs)
+    reference = check_row_names(names, baselines, args.reference)
+    source_cfg = None
+    if attack and attack.source:
+        from ..embed import load_encoder
+
+        source_cfg = embed_config(args, cfgs[0].num_frames)
+        load_encoder(attack.source, source_cfg)
+    train_emb = embed_all(args.encoder, names, args.train_manifest, cfgs, args,
                           len(train_labels))
-    test_emb = embed_all(args.encoder, names, args.test_manifest, cfg, args,
+    test_emb = embed_all(args.encoder, names, args.test_manifest, cfgs, args,
                          len(test_labels))
+    train_emb += embed_baselines(baselines, args.train_manifest, args, len(train_labels))
+    test_emb += embed_baselines(baselines, args.test_manifest, args, len(test_labels))
+    rows = names + [b[1] for b in baselines]
     robust = None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             if attack:
-                robust = _robust_test_embeddings(args, cfg, train_emb, train_labels,
-                                                 test_labels, attack)
-            results, info = run_probe(train_emb, test_emb, names, train_labels,
+                robust = _robust_test_embeddings(args, cfgs, train_emb, train_labels,
+                                                 test_labels, attack, source_cfg)
+                robust = robust + [None] * len(baselines)  # baselines: clean only
+            results, info = run_probe(train_emb, test_emb, rows, train_labels,
                                       test_labels, knn, args.logreg_c,
                                       logreg=not args.no_logreg,
                                       robust_test_embeddings=robust)
@@ -246,15 +260,35 @@ def _run(args) -> int:
         "train_labels": os.path.abspath(train_label_path),
         "test_labels": os.path.abspath(test_label_path),
         **info, "knn": knn, "logreg": not args.no_logreg, "logreg_c": args.logreg_c,
-        "embedding": asdict(cfg),
+        "embedding": asdict(cfgs[0]),
+        "embeddings": {n: asdict(c) for n, c in zip(names, cfgs)},
+        "baselines": {name: key for key, name, _ in baselines},
+        "reference": reference,
         "attack": attack.settings(len(test_labels)) if attack else None,
     }
     metric = "mAP" if info["multi_label"] else "accuracy"
     title = (f"linear probe / k-NN {metric}: train {os.path.basename(args.train_manifest)} "
              f"({len(train_labels)} clips), test {os.path.basename(args.test_manifest)} "
              f"({len(test_labels)} clips)")
-    return write_report(results, names, args.encoder, args, "probe", settings, title,
-                        attack, "test clips", plot=False)
+    # Padding diagnostic over the clips of both manifests (once if they are the same).
+    from .diagnostics import manifest_durations
+
+    same = os.path.realpath(args.train_manifest) == os.path.realpath(args.test_manifest)
+    durations = manifest_durations(args.train_manifest, cfgs[0].sample_rate)
+    matrices = train_emb
+    where = f"{len(train_labels)} clips of {os.path.basename(args.train_manifest)}"
+    if not same:
+        durations = np.concatenate([durations, manifest_durations(args.test_manifest,
+                                                                  cfgs[0].sample_rate)])
+        matrices = [np.concatenate([a, b]) for a, b in zip(train_emb, test_emb)]
+        where = (f"{len(train_labels) + len(test_labels)} clips of "
+                 f"{os.path.basename(args.train_manifest)} and "
+                 f"{os.path.basename(args.test_manifest)}")
+    diagnostics = diagnose(rows, matrices, durations)
+    entries = entries_for_report(names, args.encoder, cfgs, baselines)
+    return write_report(results, rows, entries, args, "probe", settings, title,
+                        attack, "test clips", plot=False, diagnostics=diagnostics,
+                        diagnostics_where=where, reference=reference)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -57,10 +57,12 @@ class Result:
         return (self.classifier, self.ways, self.shots, self.metric)
 
 
-def add_paired_differences(results: Sequence[Result], encoder_order: Sequence[str]):
-    """Set ``reference`` and ``diff`` of every result of encoders after the first,
-    against the first encoder's result for the same setting (same units)."""
-    first = encoder_order[0]
+def add_paired_differences(results: Sequence[Result], encoder_order: Sequence[str],
+                           reference: Optional[str] = None):
+    """Set ``reference`` and ``diff`` of every result of the other encoders against
+    the ``reference`` encoder's result (default: the first of ``encoder_order``) for
+    the same setting (same units)."""
+    first = reference or encoder_order[0]
     base = {r.setting: r for r in results if r.encoder == first}
     for r in results:
         ref = base.get(r.setting)
@@ -90,12 +92,12 @@ def _pct(s: Summary, signed=False) -> str:
 
 
 def format_table(results: Sequence[Result], encoder_order: Sequence[str],
-                 title: str = "") -> str:
+                 title: str = "", reference: Optional[str] = None) -> str:
     """Fixed-width text table: one row per (classifier, N, k, encoder), percentages."""
     rows = _sorted(results, encoder_order)
     fewshot = any(r.ways is not None for r in rows)
     robust = any(r.robust is not None for r in rows)
-    ref = encoder_order[0]
+    ref = reference or encoder_order[0]
     header = ["classifier"] + (["N", "k"] if fewshot else []) + \
         ["encoder", "metric", "n", ("clean " if robust else "") + "mean ± 95% CI (%)",
          f"Δ vs {ref} (%)"]
@@ -166,8 +168,10 @@ def _record(r: Result, with_values: bool) -> Dict:
 
 
 def write_json(path, results: Sequence[Result], encoder_order: Sequence[str],
-               settings: Dict, encoders: Sequence[Dict]):
-    """JSON with the settings, the encoders and every result (with per-unit values)."""
+               settings: Dict, encoders: Sequence[Dict],
+               diagnostics: Optional[Dict] = None):
+    """JSON with the settings, the encoders and every result (with per-unit values);
+    ``diagnostics`` (name -> padding diagnostic) is stored when given."""
     rows = _sorted(results, encoder_order)
     payload = {
         "settings": settings,
@@ -176,6 +180,8 @@ def write_json(path, results: Sequence[Result], encoder_order: Sequence[str],
                     "values are fractions",
         "results": [_record(r, with_values=True) for r in rows],
     }
+    if diagnostics is not None:
+        payload["diagnostics"] = diagnostics
     _atomic_write(path, json.dumps(payload, indent=1, allow_nan=False) + "\n")
 
 
@@ -261,16 +267,25 @@ def plot_fewshot(path, results: Sequence[Result], encoder_order: Sequence[str],
 
 def print_and_write(results: List[Result], encoder_order: Sequence[str], out_dir,
                     stem: str, settings: Dict, encoders: Sequence[Dict],
-                    title: str = "", plot: bool = False, stream=None) -> Dict[str, str]:
-    """Add paired differences, print the table, write ``<stem>.json``/``.csv`` (and
-    ``.png`` with ``plot``) under ``out_dir``; return the paths written."""
+                    title: str = "", plot: bool = False, stream=None,
+                    diagnostics: Optional[Dict] = None, diagnostics_where: str = "",
+                    reference: Optional[str] = None) -> Dict[str, str]:
+    """Add paired differences (against ``reference``, default the first encoder),
+    print the table (and below it the padding diagnostic, when given), write
+    ``<stem>.json``/``.csv`` (and ``.png`` with ``plot``) under ``out_dir``; return the
+    paths written."""
     stream = stream or sys.stdout
-    add_paired_differences(results, encoder_order)
-    print(format_table(results, encoder_order, title), file=stream, flush=True)
+    add_paired_differences(results, encoder_order, reference)
+    print(format_table(results, encoder_order, title, reference), file=stream, flush=True)
+    if diagnostics:
+        from .diagnostics import format_diagnostics
+
+        print("\n" + format_diagnostics(diagnostics, encoder_order, diagnostics_where),
+              file=stream, flush=True)
     os.makedirs(out_dir, exist_ok=True)
     paths = {"json": os.path.join(out_dir, f"{stem}.json"),
              "csv": os.path.join(out_dir, f"{stem}.csv")}
-    write_json(paths["json"], results, encoder_order, settings, encoders)
+    write_json(paths["json"], results, encoder_order, settings, encoders, diagnostics)
     write_csv(paths["csv"], results, encoder_order)
     if plot:
         if importlib.util.find_spec("matplotlib") is None:

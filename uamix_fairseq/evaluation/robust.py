@@ -211,15 +211,17 @@ class LogRegLoss:
 
 def perturbed_inputs(clips: np.ndarray, waveform: torch.Tensor, lengths: torch.Tensor,
                      frontend, attack: AttackConfig, crafter=None,
-                     pooling: str = "mean") -> torch.Tensor:
+                     pooling: str = "mean", readout=None) -> torch.Tensor:
     """Model inputs [B, 1, T, F] of one batch of clips after the attack.
 
     ``waveform`` [B, N] zero-padded (each clip's mean removed, as the dataset gives
     it), ``lengths`` [B], ``clips`` the clip indices [B] (they seed the noise and name
     the rows for the loss). ``crafter``: ``(encoder, loss)`` that PGD attacks, needed
     when ``attack.eps_db`` is set. The PGD random start is drawn from a generator
-    seeded by (attack seed, first clip of the batch).
+    seeded by (attack seed, first clip of the batch). ``readout`` (an ``EmbedConfig``)
+    is the crafting encoder's readout (default: ``pooling`` of its ``embed``).
     """
+    from ..embed import pooled, real_frames
     from ..frontend import batch_fbank, model_input
 
     wav = waveform
@@ -239,18 +241,25 @@ def perturbed_inputs(clips: np.ndarray, waveform: torch.Tensor, lengths: torch.T
     x = x.to(encoder.cls_token.dtype)
     eps, step = attack.budget(frontend.norm_std)
     gen = torch.Generator().manual_seed(clip_seed(attack.seed, START_STREAM, int(clips[0])))
-    return pgd_linf(x, lambda v: loss(encoder.embed(v, pooling), clips), eps, attack.steps,
-                    step, attack.random_start, gen)
+    valid = real_frames(lengths, frontend).to(x.device)
+    how = readout if readout is not None else pooling
+    return pgd_linf(x, lambda v: loss(pooled(encoder, v, how, valid), clips), eps,
+                    attack.steps, step, attack.random_start, gen)
 
 
 def attacked_embeddings(batches, encoders: Sequence, frontend, attack: AttackConfig,
-                        pooling: str = "mean", crafter=None, device="cpu") -> List[np.ndarray]:
+                        pooling: str = "mean", crafter=None, device="cpu",
+                        readouts: Optional[Sequence] = None,
+                        crafter_readout=None) -> List[np.ndarray]:
     """Embeddings [num clips, D_e] of the attacked clips by every encoder of ``encoders``
     (rows in the order ``batches`` yields them: ``(clips, waveform, lengths)``, see
     ``embed.iter_clip_batches``). ``crafter`` (encoder, loss) crafts the PGD inputs;
     the ``encoders`` only embed them, without gradient (for white-box, pass the same
-    encoder in both)."""
-    from ..embed import embed_inputs
+    encoder in both). ``readouts`` (one ``EmbedConfig`` per encoder) and
+    ``crafter_readout`` choose the readouts (default: ``pooling``)."""
+    from ..embed import embed_inputs, real_frames
+
+    readouts = list(readouts) if readouts is not None else [pooling] * len(encoders)
 
     for enc in encoders:
         enc.to(device).eval()
@@ -259,52 +268,82 @@ def attacked_embeddings(batches, encoders: Sequence, frontend, attack: AttackCon
     outs: List[List[np.ndarray]] = [[] for _ in encoders]
     for clips, wav, lengths in batches:
         x = perturbed_inputs(np.asarray(clips), wav.to(device), lengths, frontend, attack,
-                             crafter, pooling)
-        for out, enc in zip(outs, encoders):
-            out.append(embed_inputs(enc, x, pooling))
+                             crafter, pooling, crafter_readout)
+        valid = real_frames(lengths, frontend).to(x.device)
+        for out, enc, how in zip(outs, encoders, readouts):
+            out.append(embed_inputs(enc, x, how, valid))
     return [np.concatenate(o) if o else np.zeros((0, e.embed_dim), np.float32)
             for o, e in zip(outs, encoders)]
 
 
+def _entry_key(path, cfg) -> Tuple[str, str]:
+    """One (encoder file, settings) pair: the same file under two readouts is two."""
+    return os.path.realpath(path), repr(sorted(asdict(cfg).items()))
+
+
 def attack_files(paths: Sequence[str], manifest, clips: Sequence[int], cfg,
-                 attack: AttackConfig, surrogate: Callable[[str], Loss], device="cpu",
-                 progress: bool = True) -> List[np.ndarray]:
+                 attack: AttackConfig, surrogate: Callable, device="cpu",
+                 progress: bool = True, source_cfg=None) -> List[np.ndarray]:
     """Attacked embeddings [len(clips), D] of ``manifest``'s ``clips`` by every encoder
-    file of ``paths``. ``surrogate(path)`` builds the loss that PGD on the encoder at
-    ``path`` increases. White-box: each distinct file attacks itself. Noise only, or
-    transfer (``attack.source``): the inputs are perturbed once per batch and embedded
-    by every encoder."""
+    file of ``paths``. ``cfg``: one ``EmbedConfig`` for all, or one per path (frame
+    count, normalisation and readout). ``surrogate(path, cfg)`` builds the loss that
+    PGD on the encoder at ``path`` under ``cfg`` increases. White-box: each distinct
+    (file, settings) attacks itself. Noise only, or transfer (``attack.source``, under
+    ``source_cfg``, default the first ``cfg``): the inputs are perturbed once per batch
+    and embedded by every encoder, so all must share one input length and
+    normalisation."""
     from ..embed import clip_dataset, iter_clip_batches, load_encoder
 
-    dataset = clip_dataset(manifest, cfg)
-    frontend = cfg.frontend()
-    files: Dict[str, str] = {}  # real path -> the first path given for it
-    for p in paths:
-        files.setdefault(os.path.realpath(p), p)
+    cfgs = list(cfg) if isinstance(cfg, (list, tuple)) else [cfg] * len(paths)
+    if len(cfgs) != len(paths):
+        raise ValueError(f"{len(cfgs)} settings for {len(paths)} encoder files")
+    entries: Dict[Tuple[str, str], Tuple[str, object]] = {}
+    for p, c in zip(paths, cfgs):
+        entries.setdefault(_entry_key(p, c), (p, c))
 
-    def batches(desc):
-        return iter_clip_batches(dataset, clips, attack.batch_size, progress, desc)
+    def batches(c, desc):
+        return iter_clip_batches(clip_dataset(manifest, c), clips, attack.batch_size,
+                                 progress, desc)
 
-    done: Dict[str, np.ndarray] = {}
+    done: Dict[Tuple[str, str], np.ndarray] = {}
     if attack.eps_db is None or attack.source:
-        crafter = None
+        inputs = {(c.num_frames, c.norm, c.sample_rate, c.resample)
+                  for _, c in entries.values()}
+        if len(inputs) > 1:
+            raise EvaluationError(
+                "noise and transfer attacks perturb each clip once for all encoders, so "
+                "the encoders must see the same input; they differ in frame count or "
+                "normalisation here: give --num-frames")
+        first = next(iter(entries.values()))[1]
+        crafter, crafter_readout = None, None
         if attack.source:
+            crafter_readout = source_cfg or first
             logger.info("crafting PGD on %s (%s) for %d clips of %s", attack.source,
                      attack.describe(), len(clips), manifest)
-            crafter = (load_encoder(attack.source, cfg), surrogate(attack.source))
-        encoders = [load_encoder(p, cfg) for p in files.values()]
-        embs = attacked_embeddings(batches("attacking"), encoders, frontend, attack,
-                                   cfg.pooling, crafter, device)
-        done = dict(zip(files, embs))
+            crafter = (load_encoder(attack.source, crafter_readout),
+                       surrogate(attack.source, crafter_readout))
+        loaded: Dict[Tuple[str, int], object] = {}
+        encoders = []
+        for p, c in entries.values():
+            k = (os.path.realpath(p), c.num_frames)
+            if k not in loaded:
+                loaded[k] = load_encoder(p, c)
+            encoders.append(loaded[k])
+        embs = attacked_embeddings(batches(first, "attacking"), encoders, first.frontend(),
+                                   attack, first.pooling, crafter, device,
+                                   readouts=[c for _, c in entries.values()],
+                                   crafter_readout=crafter_readout)
+        done = dict(zip(entries, embs))
     else:
-        for real, p in files.items():
+        for key, (p, c) in entries.items():
             logger.info("white-box attack (%s) of %d clips of %s on %s", attack.describe(),
                      len(clips), manifest, p)
-            enc = load_encoder(p, cfg)
-            (done[real],) = attacked_embeddings(
-                batches(f"attacking with {os.path.basename(p)}"), [enc], frontend,
-                attack, cfg.pooling, (enc, surrogate(p)), device)
-    out = [done[os.path.realpath(p)] for p in paths]
+            enc = load_encoder(p, c)
+            (done[key],) = attacked_embeddings(
+                batches(c, f"attacking with {os.path.basename(p)}"), [enc], c.frontend(),
+                attack, c.pooling, (enc, surrogate(p, c)), device, readouts=[c],
+                crafter_readout=c)
+    out = [done[_entry_key(p, c)] for p, c in zip(paths, cfgs)]
     for p, emb in zip(paths, out):
         if not np.isfinite(emb).all():
             raise EvaluationError(f"{p}: the embeddings of the attacked clips contain NaN "
