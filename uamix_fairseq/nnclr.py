@@ -119,13 +119,15 @@ class SupportQueue(nn.Module):
 
     @torch.no_grad()
     def nearest(self, z: torch.Tensor, indices: Optional[torch.Tensor] = None,
-                topk: int = 1, generator=None) -> torch.Tensor:
+                topk: int = 1, generator=None, return_ids: bool = False):
         """NN(z): for each row of z [n, dim] (normalised), the queue entry with the
         highest cosine similarity, skipping entries with the same dataset index;
         with ``topk`` > 1, one of the top-k drawn uniformly. Rows with no eligible entry
-        (empty queue) get themselves back, as NNCLR does before the queue fills."""
+        (empty queue) get themselves back, as NNCLR does before the queue fills.
+        With ``return_ids`` also the dataset index of each chosen entry (-1 for none)."""
         if self.filled == 0:
-            return z.detach().clone()
+            none = torch.full((z.shape[0],), -1, dtype=torch.long, device=z.device)
+            return (z.detach().clone(), none) if return_ids else z.detach().clone()
         bank = self.features[: self.filled] if self.filled < self.size else self.features
         sim = z.detach().to(bank.dtype) @ bank.t()  # [n, Q]
         if indices is not None:
@@ -139,7 +141,11 @@ class SupportQueue(nn.Module):
             top_sim, top_idx = top_sim.gather(1, pick), top_idx.gather(1, pick)
         nn_z = bank[top_idx[:, 0]].to(z.dtype)
         no_neighbour = torch.isinf(top_sim[:, 0])
-        return torch.where(no_neighbour[:, None], z.detach(), nn_z)
+        out = torch.where(no_neighbour[:, None], z.detach(), nn_z)
+        if not return_ids:
+            return out
+        ids = self.indices[top_idx[:, 0]].long().masked_fill(no_neighbour, -1)
+        return out, ids
 
 
 def contrastive_logits(anchors: torch.Tensor, candidates: torch.Tensor,

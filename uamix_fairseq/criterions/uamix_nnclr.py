@@ -24,6 +24,7 @@ from omegaconf import II
 
 from ..distributed import gather_rows, rank_and_world
 from ..mixing import MIX_MODES, PARTNER_MODES, mix_batch
+from ..monitor import neighbour_purity
 from ..nnclr import nnclr_loss, soft_target_loss, soft_target_matrix
 from ..unremix import NORMS, UnReMixConfig, negative_weights
 from .logging_sums import logged_total
@@ -163,7 +164,7 @@ class UamixNNCLRCriterion(FairseqCriterion):
         real = torch.full((b,), not sample.get("is_dummy", False), device=view1.device)
 
         z1, z2 = F.normalize(out["z1"], dim=-1), F.normalize(out["z2"], dim=-1)
-        nn1 = queue.nearest(z1, ids, self.cfg.nn_topk, gen)
+        nn1, nn1_ids = queue.nearest(z1, ids, self.cfg.nn_topk, gen, return_ids=True)
         nn2 = queue.nearest(z2, ids, self.cfg.nn_topk, gen)
 
         # Training: negatives from the global batch; predictions carry gradients back
@@ -216,6 +217,13 @@ class UamixNNCLRCriterion(FairseqCriterion):
             "queue_fill_x_n": queue.filled / queue.size * b,
             "trainable_blocks_x_n": float(model.trainable_blocks * b),
         }
+        labels = getattr(self.task, "train_clip_labels", None)
+        if model.training and labels is not None:
+            # Diagnostic only (labels never reach the loss): how often view 1's
+            # positive is a clip of the same class.
+            same, counted = neighbour_purity(nn1_ids[real], ids[real], labels)
+            logging_output["nn_same_class"] = same
+            logging_output["nn_counted"] = counted
         if weights["12"] is not None:
             # How peaked the weights are: mean over rows of the largest weight.
             logging_output["unremix_max_weight_x_n"] = weights["12"].amax(dim=1).sum()
@@ -265,6 +273,10 @@ class UamixNNCLRCriterion(FairseqCriterion):
         metrics.log_scalar("lam", total("lam_x_n") / n, n, round=3)
         metrics.log_scalar("queue_fill", total("queue_fill_x_n") / n, n, round=3)
         metrics.log_scalar("trainable_blocks", total("trainable_blocks_x_n") / n, n, round=1)
+        counted = total("nn_counted")
+        if counted > 0:
+            metrics.log_scalar("nn_purity", 100.0 * total("nn_same_class") / counted, counted,
+                               round=2)
         if any("unremix_max_weight_x_n" in log for log in logging_outputs):
             metrics.log_scalar("unremix_max_weight", total("unremix_max_weight_x_n") / n, n,
                                round=3)

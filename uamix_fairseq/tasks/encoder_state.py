@@ -16,11 +16,16 @@ class EncoderStateMixin:
         self.restored_encoder_config = None
 
     def _encoder_state_dict(self):
-        return {"encoder_config": self.encoder_config}
+        state = {"encoder_config": self.encoder_config}
+        if getattr(self, "monitor_start", None) is not None:  # see tasks/monitoring.py
+            state["monitor_start"] = self.monitor_start
+        return state
 
     def _load_encoder_state(self, state_dict):
         self.restored_encoder_config = state_dict.get("encoder_config")
         self.encoder_config = self.restored_encoder_config or self.encoder_config
+        if state_dict.get("monitor_start") is not None:
+            self.monitor_start = state_dict["monitor_start"]
 
     def state_dict(self):
         return self._encoder_state_dict()

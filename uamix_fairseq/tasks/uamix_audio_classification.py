@@ -24,6 +24,7 @@ from ..labels import class_index, label_path_for, read_labels
 from ..mixing import mix_partner, sample_lambda
 from ..views import spec_augment_widths
 from .encoder_state import EncoderStateMixin, require_uamix_adamw
+from .monitoring import MonitorMixin
 from .uamix_contrastive import (AudioDataConfig, check_audio_data_config, frontend_config,
                                 split_manifest)
 
@@ -88,7 +89,7 @@ def mixup_waveforms(waveform, lengths, target, prob: float, alpha: float, genera
 
 
 @register_task("uamix_audio_classification", dataclass=UamixAudioClassificationConfig)
-class UamixAudioClassificationTask(EncoderStateMixin, FairseqTask):
+class UamixAudioClassificationTask(MonitorMixin, EncoderStateMixin, FairseqTask):
     cfg: UamixAudioClassificationConfig
 
     def __init__(self, cfg: UamixAudioClassificationConfig):
@@ -99,6 +100,7 @@ class UamixAudioClassificationTask(EncoderStateMixin, FairseqTask):
         self.classes = None
         self.multilabel = None
         self._init_encoder_state()
+        self._init_monitor()
 
     @classmethod
     def setup_task(cls, cfg: UamixAudioClassificationConfig, from_checkpoint=False, **kwargs):
@@ -167,7 +169,9 @@ class UamixAudioClassificationTask(EncoderStateMixin, FairseqTask):
         return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
 
     def valid_step(self, sample, model, criterion):
-        return super().valid_step(self.make_features(sample), model, criterion)
+        loss, sample_size, logging_output = super().valid_step(
+            self.make_features(sample), model, criterion)
+        return loss, sample_size, self.add_monitor_scores(logging_output)
 
     def optimizer_step(self, optimizer, model, update_num):
         # Nothing is frozen here, so fairseq's plain step suffices; but without the

@@ -23,6 +23,7 @@ from ..frontend import FrontendConfig, batch_fbank, model_input
 from ..manifest import read_manifest
 from ..views import ViewConfig, two_views
 from .encoder_state import EncoderStateMixin, require_uamix_adamw
+from .monitoring import MonitorMixin
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,17 @@ class AudioDataConfig(FairseqDataclass):
         default=4.5689974,
         metadata={"help": "fbank std (AudioSet); features are (x - mean) / (2 * std)"},
     )
+    monitor_manifest: str = field(
+        default="",
+        metadata={"help": "labelled manifest (labels in PATH.label beside it) scored at "
+                  "every validation: leave-one-out k-NN and nearest-class-mean accuracy of "
+                  "the pooled encoder embedding, logged as monitor_knn / monitor_ncm, and "
+                  "drift from the starting encoder (monitor_drift); empty = off"},
+    )
+    monitor_knn_k: int = field(
+        default=20, metadata={"help": "neighbours of the monitor's k-NN vote (cosine)"})
+    monitor_batch_size: int = field(
+        default=64, metadata={"help": "clips per forward pass when embedding the monitor set"})
     seed: int = II("common.seed")
 
 
@@ -131,7 +143,7 @@ def find_uamix_model(model):
 
 
 @register_task("uamix_contrastive", dataclass=UamixContrastiveConfig)
-class UamixContrastiveTask(EncoderStateMixin, FairseqTask):
+class UamixContrastiveTask(MonitorMixin, EncoderStateMixin, FairseqTask):
     cfg: UamixContrastiveConfig
 
     def __init__(self, cfg: UamixContrastiveConfig):
@@ -143,7 +155,9 @@ class UamixContrastiveTask(EncoderStateMixin, FairseqTask):
         # Encoder shape, saved in the checkpoint's task state so that the model can be
         # rebuilt without the AudioMAE file (see UamixAudioMAEModel.build_model).
         self._init_encoder_state()
+        self._init_monitor()
         self.num_train_clips = self._count_clips("train")
+        self.train_clip_labels = self._diagnostic_labels("train")
 
     @classmethod
     def setup_task(cls, cfg: UamixContrastiveConfig, **kwargs):
@@ -158,6 +172,24 @@ class UamixContrastiveTask(EncoderStateMixin, FairseqTask):
         if self.cfg.data == MISSING or not os.path.isfile(path):
             return None
         return len(read_manifest(path))
+
+    def _diagnostic_labels(self, split):
+        """Class index per clip of ``<data>/<split>.label`` when that file exists (-1 for
+        multi-label clips), for the criterion's neighbour-purity diagnostic only: no
+        loss ever sees labels."""
+        path = self._manifest_path(split)
+        label_path = os.path.join(self.cfg.data, f"{split}.label")
+        if self.cfg.data == MISSING or not os.path.isfile(label_path):
+            return None
+        from ..labels import read_labels
+
+        rows = read_labels(path, label_path)
+        names = sorted({row[0] for row in rows if len(row) == 1})
+        index = {c: i for i, c in enumerate(names)}
+        logger.info("%s: used only to log nn_purity (the share of queue neighbours of "
+                    "the same class); training ignores labels", label_path)
+        return torch.tensor([index[row[0]] if len(row) == 1 else -1 for row in rows],
+                            dtype=torch.long)
 
     def load_dataset(self, split, epoch=1, combine=False, **kwargs):
         self.datasets[split] = unlabelled_dataset(self.cfg, self.frontend_cfg, split)
@@ -199,7 +231,8 @@ class UamixContrastiveTask(EncoderStateMixin, FairseqTask):
         with torch.no_grad():
             seed = int(sample["id"][0]) if len(sample["id"]) else 0
             sample = self.make_views(sample, self._generator(-1 - seed))
-            return criterion(model, sample)
+            loss, sample_size, logging_output = criterion(model, sample)
+        return loss, sample_size, self.add_monitor_scores(logging_output)
 
     def optimizer_step(self, optimizer, model, update_num):
         """Keep frozen parameter groups bit-identical (see optim/uamix_adamw.py)."""

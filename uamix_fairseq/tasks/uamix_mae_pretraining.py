@@ -16,6 +16,7 @@ from fairseq.tasks import FairseqTask, register_task
 from ..distributed import rank_and_world
 from ..frontend import batch_fbank, model_input
 from .encoder_state import EncoderStateMixin, require_uamix_adamw
+from .monitoring import MonitorMixin
 from .uamix_contrastive import (AudioDataConfig, check_audio_data_config, frontend_config,
                                 unlabelled_dataset)
 
@@ -28,7 +29,7 @@ class UamixMAEPretrainingConfig(AudioDataConfig):
 
 
 @register_task("uamix_mae_pretraining", dataclass=UamixMAEPretrainingConfig)
-class UamixMAEPretrainingTask(EncoderStateMixin, FairseqTask):
+class UamixMAEPretrainingTask(MonitorMixin, EncoderStateMixin, FairseqTask):
     cfg: UamixMAEPretrainingConfig
 
     def __init__(self, cfg: UamixMAEPretrainingConfig):
@@ -37,6 +38,7 @@ class UamixMAEPretrainingTask(EncoderStateMixin, FairseqTask):
         # Encoder shape, saved in the checkpoint's task state so that the model can be
         # rebuilt without the AudioMAE file (see UamixAudioMAEMAEModel.build_model).
         self._init_encoder_state()
+        self._init_monitor()
 
     @classmethod
     def setup_task(cls, cfg: UamixMAEPretrainingConfig, **kwargs):
@@ -69,7 +71,8 @@ class UamixMAEPretrainingTask(EncoderStateMixin, FairseqTask):
     def valid_step(self, sample, model, criterion):
         seed = int(sample["id"][0]) if len(sample["id"]) else 0
         sample = self.make_features(sample, self._generator(-1 - seed))
-        return super().valid_step(sample, model, criterion)
+        loss, sample_size, logging_output = super().valid_step(sample, model, criterion)
+        return loss, sample_size, self.add_monitor_scores(logging_output)
 
     def optimizer_step(self, optimizer, model, update_num):
         require_uamix_adamw(optimizer, "uamix_mae_pretraining", "it keeps biases, norms, "
