@@ -540,21 +540,23 @@ def build_pool(out_dir: str, seed: int,
     per_package = {}
     long_files = 0
     for index, (package_name, cap) in enumerate(POOL_PACKAGES.items()):
-        sources = sources_of[package_name]
-        if cap is not None:
-            order = np.random.default_rng([seed, 1000 + index]).permutation(len(sources))
-            sources = [sources[i] for i in order]
-        taken = clips = 0
-        for source in sources:
-            if cap is not None and taken >= cap:
-                break
-            data = source.read_bytes()
-            digest = hashlib.sha1(data).hexdigest()
+        # Duplicates first, in path order, so that the first copy is the one kept.
+        unique = []
+        for source in sources_of[package_name]:
+            digest = hashlib.sha1(source.read_bytes()).hexdigest()
             if digest in seen:
                 dropped["duplicate"] += 1
                 continue
             seen.add(digest)
-            wave, reason = decode(data)
+            unique.append(source)
+        if cap is not None:
+            order = np.random.default_rng([seed, 1000 + index]).permutation(len(unique))
+            unique = [unique[i] for i in order]
+        taken = clips = 0
+        for source in unique:
+            if cap is not None and taken >= cap:
+                break
+            wave, reason = decode(source.read_bytes())
             if wave is None:
                 dropped[reason.split(" ")[0]] += 1
                 continue
