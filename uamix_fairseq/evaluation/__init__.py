@@ -7,6 +7,8 @@ Plain modules (numpy, torch, scikit-learn only for checks; no fairseq):
                  logistic regression and average precision
     stats        mean and 95% interval over episodes, paired differences
     report       screen table, JSON, CSV and the accuracy-vs-k plot
+    baselines    no-learning baselines scored like encoders (fbank_stats)
+    diagnostics  padding diagnostic: PC1 variance share and |r(PC1, clip duration)|
 
 Command lines (they embed clips through ``uamix_fairseq.embed``)::
 
