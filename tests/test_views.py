@@ -67,3 +67,108 @@ def test_views_differ_and_are_reproducible():
     assert torch.equal(a1, a2) and torch.equal(b1, b2)
     assert not torch.equal(a1, b1)
     assert augment(fbank, valid, cfg).shape == fbank.shape
+
+
+# ------------------------------------------------------------------ views of issue 10
+from uamix_fairseq.frontend import repeat_fill  # noqa: E402
+from uamix_fairseq.views import (derangement, log_mixup_exp, random_resized_crop,  # noqa: E402
+                                 segment_crop)
+
+
+def _ramp(b=3, t=40, f=8):
+    # frame index in every bin, so each output frame says where it came from
+    return torch.arange(t, dtype=torch.float32)[None, :, None].expand(b, t, f).clone()
+
+
+def test_segment_crop_takes_contiguous_real_frames():
+    fbank = _ramp()
+    valid = torch.tensor([40, 25, 6])
+    crops = [segment_crop(fbank, valid, 10, torch.Generator().manual_seed(s)) for s in range(30)]
+    starts = set()
+    for crop, v in crops:
+        assert crop.shape == (3, 10, 8)
+        assert v.tolist() == [10, 10, 6]
+        first = crop[:, 0, 0]
+        assert torch.equal(crop[:, :, 0], first[:, None] + torch.arange(10.0)[None, :])
+        assert 0 <= first[0] <= 30 and 0 <= first[1] <= 15  # inside the real frames
+        assert first[2] == 0  # shorter than the crop: from the start, padding at the end
+        starts.add(int(first[0]))
+    assert len(starts) > 10  # crops really come from different moments
+    a = segment_crop(fbank, valid, 10, torch.Generator().manual_seed(5))[0]
+    b = segment_crop(fbank, valid, 10, torch.Generator().manual_seed(5))[0]
+    assert torch.equal(a, b)
+
+
+def test_two_views_from_different_segments():
+    fbank = _ramp(b=64, t=64)
+    valid = torch.full((64,), 64)
+    off = ViewConfig(time_roll=False, gain_db=0, time_mask_fraction=0, freq_mask_fraction=0)
+    a, b = two_views(fbank, valid, off, torch.Generator().manual_seed(0), frames=16)
+    assert a.shape == b.shape == (64, 16, 8)
+    assert (a[:, 0, 0] != b[:, 0, 0]).float().mean() > 0.8
+
+
+def test_derangement_has_no_fixed_point():
+    for n in (2, 3, 7, 32):
+        for s in range(5):
+            p = derangement(n, torch.Generator().manual_seed(s))
+            assert sorted(p.tolist()) == list(range(n))
+            assert (p != torch.arange(n)).all()
+
+
+def test_log_mixup_exp_ratio_bounds_and_padding():
+    g = torch.Generator().manual_seed(1)
+    fbank = torch.randn(8, 20, 6, generator=g) - 5
+    valid = torch.tensor([20, 20, 12, 20, 20, 5, 20, 20])
+    out = log_mixup_exp(fbank, valid, 0.2, torch.Generator().manual_seed(2))
+    # Recover r per clip from one real frame where the partner is real: the power is a
+    # convex combination, so out lies between the clip and its partner, within ratio 0.2.
+    p_out, p_in = out.exp(), fbank.exp()
+    for b in range(8):
+        real = torch.arange(20) < valid[b]
+        assert torch.equal(out[b, ~real], fbank[b, ~real])  # padding untouched
+    partner = derangement(8, torch.Generator().manual_seed(2))  # drawn first, same seed
+    for b in range(8):
+        frames = min(int(valid[b]), int(valid[partner[b]]))
+        mix = (p_out[b, :frames] - p_in[b, :frames]) / (p_in[partner[b], :frames] - p_in[b, :frames])
+        ratio = mix.median()
+        assert 0 <= ratio <= 0.2 + 1e-4
+        assert torch.allclose(mix, torch.full_like(mix, float(ratio)), atol=1e-3)
+
+
+def test_random_resized_crop_identity_and_bounds():
+    g = torch.Generator().manual_seed(3)
+    fbank = torch.randn(4, 32, 16, generator=g)
+    valid = torch.tensor([32, 20, 32, 8])
+    same = random_resized_crop(fbank, valid, 1.0, 1.0, torch.Generator().manual_seed(0))
+    assert torch.allclose(same, fbank, atol=1e-5)  # scale 1: the clip itself
+    out = random_resized_crop(fbank, valid, 0.6, 1.5, torch.Generator().manual_seed(0))
+    assert out.shape == fbank.shape
+    for b in range(4):
+        v = int(valid[b])
+        assert torch.equal(out[b, v:], fbank[b, v:])  # padding untouched
+        real = fbank[b, :v]
+        # Bilinear samples of the clip and of its mean stay within the clip's range.
+        assert out[b, :v].min() >= real.min() - 1e-5 and out[b, :v].max() <= real.max() + 1e-5
+    assert not torch.allclose(out, fbank)
+    again = random_resized_crop(fbank, valid, 0.6, 1.5, torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)
+
+
+def test_random_resized_crop_zoom_on_ramp():
+    # A time ramp (constant over frequency) sampled at scale s has slope s per frame.
+    fbank = _ramp(b=1, t=40, f=4)
+    valid = torch.tensor([40])
+    out = random_resized_crop(fbank, valid, 0.5, 0.5, torch.Generator().manual_seed(0))
+    slope = out[0, 11:30, 0].diff()
+    assert torch.allclose(slope, torch.full_like(slope, 0.5), atol=1e-4)
+
+
+def test_repeat_fill():
+    fbank = _ramp(b=3, t=10, f=2)
+    fbank[1, 4:] = 0
+    fbank[2] = 0
+    out = repeat_fill(fbank, torch.tensor([10, 4, 0]))
+    assert torch.equal(out[0], fbank[0])
+    assert out[1, :, 0].tolist() == [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]
+    assert torch.equal(out[2], fbank[2])  # nothing to repeat

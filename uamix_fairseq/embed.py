@@ -43,6 +43,7 @@ class EmbedConfig:
     layer: Optional[int] = None  # tokens of block L (1-based; negative from the end)
     final_norm: bool = True      # the encoder's final norm (norm or fc_norm) on/off
     pool_real_patches: bool = False  # mean over patches with at least one real frame
+    pad_mode: str = "zero"  # clips shorter than num_frames: zero-padded or repeated
 
     @property
     def default_readout(self) -> bool:
@@ -65,7 +66,8 @@ class EmbedConfig:
         if self.norm not in NORM_STATS:
             raise ValueError(f"norm must be one of {sorted(NORM_STATS)}, got {self.norm!r}")
         mean, std = NORM_STATS[self.norm]
-        return FrontendConfig(self.sample_rate, self.num_frames, 128, mean, std)
+        return FrontendConfig(self.sample_rate, self.num_frames, 128, mean, std,
+                              self.pad_mode)
 
 
 def _file_key(path) -> str:

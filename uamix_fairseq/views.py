@@ -2,8 +2,17 @@
 
 Works on a batch of raw log-mel fbank [B, T, F] (before normalisation) with the number
 of real (non-padding) frames of each clip, on whatever device the batch is on, with no
-Python loop over clips. Augmentations, each a field of ``ViewConfig``:
+Python loop over clips. Augmentations, each a field of ``ViewConfig``, in this order:
 
+- segments (``two_views(..., frames=T)`` on a longer window): each view is its own
+  random T-frame crop of the window's real frames, so the two views of a clip come from
+  different moments (COLA, ATST);
+- mix-in: another clip of the batch mixed in at a random ratio <= ``mix_ratio`` in the
+  power domain, log((1 - r) exp(x) + r exp(x_other)) (BYOL-A's log-mixup-exp): a
+  background to be invariant to, with no soft target (unlike T-CutMix);
+- random resized crop: a time x frequency region of random scale in
+  [rrc_min_scale, rrc_max_scale] per axis (> 1 reaches beyond the clip, filled with its
+  mean) stretched back to T x F (BYOL-A);
 - time roll: a circular shift of the real frames by a random amount (padding stays at
   the end), in the spirit of AudioMAE's roll augmentation;
 - gain: a random gain in dB, which is an additive constant in the log-power domain
@@ -27,6 +36,9 @@ class ViewConfig:
     gain_db: float = 6.0
     time_mask_fraction: float = 0.1
     freq_mask_fraction: float = 0.2
+    mix_ratio: float = 0.0
+    rrc_min_scale: float = 1.0
+    rrc_max_scale: float = 1.0
 
     def validate(self, prefix: str = ""):
         if self.gain_db < 0:
@@ -35,6 +47,15 @@ class ViewConfig:
             v = getattr(self, name)
             if not 0.0 <= v < 1.0:
                 raise ValueError(f"{prefix}{name} must be in [0, 1), got {v}")
+        if not 0.0 <= self.mix_ratio < 1.0:
+            raise ValueError(f"{prefix}mix_ratio must be in [0, 1), got {self.mix_ratio}")
+        if not 0.0 < self.rrc_min_scale <= self.rrc_max_scale:
+            raise ValueError(f"{prefix}rrc_min_scale and {prefix}rrc_max_scale must satisfy "
+                             f"0 < min <= max, got {self.rrc_min_scale}, {self.rrc_max_scale}")
+
+    @property
+    def rrc(self) -> bool:
+        return not self.rrc_min_scale == self.rrc_max_scale == 1.0
 
 
 def _uniform(shape, generator, device):
@@ -100,10 +121,93 @@ def spec_augment_widths(fbank, max_time_frames: int, max_freq_bins: int, generat
     return out
 
 
+def _real_mask(valid_frames, t, device):
+    return torch.arange(t, device=device)[None, :] < valid_frames.to(device)[:, None]  # [B, T]
+
+
+def segment_crop(fbank: torch.Tensor, valid_frames: torch.Tensor, frames: int,
+                 generator=None):
+    """A random ``frames``-frame crop of each clip's real frames: (crop [B, frames, F],
+    real frames of the crop [B]). The start is uniform in [0, valid - frames] (0 for a
+    clip shorter than ``frames``, which keeps its padding at the end)."""
+    b, t, f = fbank.shape
+    if frames > t:
+        raise ValueError(f"cannot crop {frames} frames from a window of {t}")
+    valid = valid_frames.to(fbank.device)
+    room = (valid - frames).clamp(min=0)
+    start = (_uniform((b,), generator, fbank.device) * (room + 1)).long().clamp(max=t - frames)
+    src = start[:, None] + torch.arange(frames, device=fbank.device)[None, :]  # [B, frames]
+    crop = fbank.gather(1, src[:, :, None].expand(b, frames, f))
+    return crop, torch.minimum(valid, torch.full_like(valid, frames))
+
+
+def derangement(n: int, generator=None, device=None) -> torch.Tensor:
+    """A random permutation with no fixed point (identity for n = 1): each clip gets
+    another clip of the batch."""
+    if n < 2:
+        return torch.zeros(n, dtype=torch.long, device=device)
+    perm = torch.randperm(n, generator=generator)
+    partner = torch.empty_like(perm)
+    partner[perm] = perm.roll(-1)  # the cycle perm[0] -> perm[1] -> ... -> perm[0]
+    return partner.to(device)
+
+
+def log_mixup_exp(fbank, valid_frames, max_ratio: float, generator=None):
+    """Mix another clip of the batch into each clip at a ratio r ~ U(0, max_ratio) in the
+    power domain: log((1 - r) exp(x) + r exp(x_partner)), on the frames where both clips
+    are real (padding and the rest of the clip untouched)."""
+    b, t, _ = fbank.shape
+    partner = derangement(b, generator, fbank.device)
+    r = _uniform((b, 1, 1), generator, fbank.device) * max_ratio
+    mixed = torch.logaddexp(fbank + torch.log1p(-r), fbank[partner] + torch.log(r.clamp(min=1e-12)))
+    real = _real_mask(valid_frames, t, fbank.device)
+    both = (real & real[partner])[:, :, None] & (r > 0)
+    return torch.where(both, mixed, fbank)
+
+
+def random_resized_crop(fbank, valid_frames, min_scale: float, max_scale: float,
+                        generator=None):
+    """BYOL-A's random resized crop on each clip's real frames: a region of
+    ``s_t`` x ``s_f`` (each uniform in [min_scale, max_scale], as a share of the real
+    frames and of the bins) at a random place, stretched back by bilinear interpolation.
+    Where the region reaches beyond the clip it sees the clip's mean; padding frames
+    stay as they are."""
+    b, t, f = fbank.shape
+    dev = fbank.device
+    valid = valid_frames.to(dev).clamp(min=1).float()
+    real = _real_mask(valid_frames, t, dev)
+    mean = (fbank * real[:, :, None]).sum(dim=(1, 2), keepdim=True) / (valid[:, None, None] * f)
+    scale = min_scale + (max_scale - min_scale) * _uniform((b, 2), generator, dev)  # (t, f)
+    # Region centre: anywhere such that the region stays inside when it is smaller than
+    # the clip, or covers it when larger (in normalised [-1, 1] coordinates).
+    centre = (_uniform((b, 2), generator, dev) * 2 - 1) * (1 - scale).abs()
+    # Output position u in [-1, 1] samples the input at centre + scale * u; time
+    # coordinates are relative to each clip's real frames.
+    ut = (torch.arange(t, device=dev)[None, :] + 0.5) / valid[:, None] * 2 - 1  # [B, T]
+    uf = (torch.arange(f, device=dev) + 0.5) / f * 2 - 1  # [F]
+    st = centre[:, :1] + scale[:, :1] * ut  # source time in clip units [B, T]
+    sf = centre[:, 1:] + scale[:, 1:] * uf[None, :]  # source freq [B, F]
+    # grid_sample's x is the width (frequency), y the height (time, over the window T).
+    ty = (st + 1) / 2 * valid[:, None] / t * 2 - 1
+    grid = torch.stack(torch.broadcast_tensors(sf[:, None, :], ty[:, :, None]), dim=-1)
+    src = (fbank - mean)[:, None]  # outside the clip -> 0 -> its mean
+    # Frames beyond the real ones must not leak in: zero them (= the mean) first.
+    src = src * real[:, None, :, None]
+    out = torch.nn.functional.grid_sample(src, grid.to(src.dtype), mode="bilinear",
+                                          padding_mode="zeros", align_corners=False)
+    out = out[:, 0] + mean
+    return torch.where(real[:, :, None], out, fbank)
+
+
 def augment(fbank: torch.Tensor, valid_frames: torch.Tensor, cfg: ViewConfig,
             generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """One random view of a raw fbank batch [B, T, F]."""
     out = fbank
+    if cfg.mix_ratio > 0:
+        out = log_mixup_exp(out, valid_frames, cfg.mix_ratio, generator)
+    if cfg.rrc:
+        out = random_resized_crop(out, valid_frames, cfg.rrc_min_scale, cfg.rrc_max_scale,
+                                  generator)
     if cfg.time_roll:
         out = time_roll(out, valid_frames, generator)
     if cfg.gain_db > 0:
@@ -114,6 +218,15 @@ def augment(fbank: torch.Tensor, valid_frames: torch.Tensor, cfg: ViewConfig,
     return out
 
 
-def two_views(fbank, valid_frames, cfg: ViewConfig, generator=None):
-    """Two independent views (x1, x2) of the same raw fbank batch."""
-    return augment(fbank, valid_frames, cfg, generator), augment(fbank, valid_frames, cfg, generator)
+def two_views(fbank, valid_frames, cfg: ViewConfig, generator=None,
+              frames: Optional[int] = None):
+    """Two independent views (x1, x2) of the same raw fbank batch. With ``frames``
+    smaller than the batch's T, each view first takes its own random ``frames``-frame
+    segment of the clip (``segment_crop``)."""
+    views = []
+    for _ in range(2):
+        x, valid = fbank, valid_frames
+        if frames is not None and frames < fbank.shape[1]:
+            x, valid = segment_crop(fbank, valid_frames, frames, generator)
+        views.append(augment(x, valid, cfg, generator))
+    return views[0], views[1]

@@ -30,6 +30,10 @@ def add_encoder_args(parser: argparse.ArgumentParser):
     g.add_argument("--norm", default="audioset",
                    help="fbank normalisation statistics: audioset, esc50 or "
                    "speechcommands (default: audioset)")
+    g.add_argument("--pad-mode", default="zero", choices=["zero", "repeat"],
+                   help="clips shorter than the crop: zero-padded (AudioMAE) or filled by "
+                   "repeating the clip; use what the encoder was trained with "
+                   "(task.pad_mode) (default: zero)")
     g.add_argument("--pooling", default="mean", choices=["mean", "cls"],
                    help="clip embedding: mean of the patch tokens, or the cls token "
                    "(default: mean)")
@@ -217,7 +221,8 @@ def embed_config(args, num_frames: Optional[int] = None):
                       batch_size=args.batch_size, resample=args.resample,
                       layer=getattr(args, "layer", None),
                       final_norm=getattr(args, "final_norm", "on") == "on",
-                      pool_real_patches=getattr(args, "pool_real_patches", False))
+                      pool_real_patches=getattr(args, "pool_real_patches", False),
+                      pad_mode=getattr(args, "pad_mode", "zero"))
     cfg.frontend()  # checks --norm
     if frames < 16 or frames % 16 or args.batch_size < 1:
         raise EvaluationError("--num-frames must be a positive multiple of 16 (the patch "

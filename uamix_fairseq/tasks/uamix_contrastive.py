@@ -9,10 +9,10 @@ frozen parameter groups, so that frozen blocks stay bit-identical.
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
-from fairseq.dataclass import FairseqDataclass
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.models import BaseFairseqModel
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II, MISSING
@@ -56,6 +56,12 @@ class AudioDataConfig(FairseqDataclass):
         default=4.5689974,
         metadata={"help": "fbank std (AudioSet); features are (x - mean) / (2 * std)"},
     )
+    pad_mode: ChoiceEnum(["zero", "repeat"]) = field(
+        default="zero",
+        metadata={"help": "how clips shorter than num_frames are filled: zero (AudioMAE; "
+                  "the amount of padding then tells clips apart) or repeat (the clip's "
+                  "frames again until the crop is full); also used by the monitor set"},
+    )
     monitor_manifest: str = field(
         default="",
         metadata={"help": "labelled manifest (labels in PATH.label beside it) scored at "
@@ -72,7 +78,7 @@ class AudioDataConfig(FairseqDataclass):
 
 def frontend_config(cfg: AudioDataConfig) -> FrontendConfig:
     return FrontendConfig(cfg.sample_rate, cfg.num_frames, cfg.num_mel_bins,
-                          cfg.norm_mean, cfg.norm_std)
+                          cfg.norm_mean, cfg.norm_std, str(cfg.pad_mode))
 
 
 @dataclass
@@ -88,6 +94,28 @@ class UamixContrastiveConfig(AudioDataConfig):
     view_freq_mask_fraction: float = field(
         default=0.2,
         metadata={"help": "[R] views: SpecAugment frequency mask of up to this share of the bins"},
+    )
+    view_span: float = field(
+        default=1.0,
+        metadata={"help": "[R] views: each view is its own random num_frames crop of a "
+                  "window of view_span x num_frames frames of the clip, so the two views "
+                  "come from different moments (COLA, ATST); 1 = both views share one crop"},
+    )
+    view_mix_ratio: float = field(
+        default=0.0,
+        metadata={"help": "[R] views: mix another clip of the batch in at a random ratio "
+                  "up to this, in the power domain (BYOL-A's log-mixup-exp; no soft "
+                  "target, unlike T-CutMix); 0 = off"},
+    )
+    view_rrc_min_scale: float = field(
+        default=1.0,
+        metadata={"help": "[R] views: random resized crop, smallest time/frequency scale "
+                  "(BYOL-A: 0.6); min = max = 1 switches it off"},
+    )
+    view_rrc_max_scale: float = field(
+        default=1.0,
+        metadata={"help": "[R] views: random resized crop, largest scale (BYOL-A: 1.5; "
+                  "> 1 reaches beyond the clip, filled with its mean)"},
     )
 
 
@@ -150,8 +178,16 @@ class UamixContrastiveTask(MonitorMixin, EncoderStateMixin, FairseqTask):
         super().__init__(cfg)
         self.frontend_cfg = frontend_config(cfg)
         self.view_cfg = ViewConfig(cfg.view_time_roll, cfg.view_gain_db,
-                                   cfg.view_time_mask_fraction, cfg.view_freq_mask_fraction)
+                                   cfg.view_time_mask_fraction, cfg.view_freq_mask_fraction,
+                                   cfg.view_mix_ratio, cfg.view_rrc_min_scale,
+                                   cfg.view_rrc_max_scale)
         self.view_cfg.validate(prefix="task.view_")
+        if cfg.view_span < 1:
+            raise ValueError(f"task.view_span must be >= 1, got {cfg.view_span}")
+        # The window the dataset crops and the fbank is computed on; views take their
+        # own num_frames segments of it.
+        self.window_cfg = replace(self.frontend_cfg,
+                                  num_frames=int(round(cfg.view_span * cfg.num_frames)))
         # Encoder shape, saved in the checkpoint's task state so that the model can be
         # rebuilt without the AudioMAE file (see UamixAudioMAEModel.build_model).
         self._init_encoder_state()
@@ -192,15 +228,16 @@ class UamixContrastiveTask(MonitorMixin, EncoderStateMixin, FairseqTask):
                             dtype=torch.long)
 
     def load_dataset(self, split, epoch=1, combine=False, **kwargs):
-        self.datasets[split] = unlabelled_dataset(self.cfg, self.frontend_cfg, split)
+        self.datasets[split] = unlabelled_dataset(self.cfg, self.window_cfg, split)
 
     # ---------------------------------------------------------------- features
     def make_views(self, sample, generator):
         """Replace the waveforms of ``sample`` by two normalised fbank views."""
         net_input = sample["net_input"]
         fbank, valid = batch_fbank(net_input["waveform"], net_input["lengths"],
-                                   self.frontend_cfg)
-        x1, x2 = two_views(fbank, valid, self.view_cfg, generator)
+                                   self.window_cfg)
+        x1, x2 = two_views(fbank, valid, self.view_cfg, generator,
+                           frames=self.frontend_cfg.num_frames)
         out = dict(sample)
         out["net_input"] = {"view1": model_input(x1, self.frontend_cfg),
                             "view2": model_input(x2, self.frontend_cfg)}
