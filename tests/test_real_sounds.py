@@ -36,7 +36,16 @@ def _load_builder():
 
 brs = _load_builder()
 
-LANGUAGES = ("en", "es", "fr", "it", "ru")
+# package -> voice folder, as in the real packages (en and es: the same voice).
+SPEAKERS = {
+    "asterisk-core-sounds-en-wav": "en_US_f_Allison",
+    "asterisk-core-sounds-es-wav": "es_MX_f_Allison",
+    "asterisk-core-sounds-fr-wav": "fr_CA_f_June",
+    "asterisk-core-sounds-it-wav": "it_IT_m_Carlo",
+    "asterisk-core-sounds-ru-wav": "ru_RU_f_IvrvoiceRU",
+    "asterisk-prompt-it-menardi-wav": "it_IT_f_Menardi",
+}
+VOICES = ("Allison", "Carlo", "IvrvoiceRU", "June", "Menardi")
 UFO_KEPT = ("aliens", "ambience", "footsteps", "soldiers", "weapons")
 
 
@@ -75,12 +84,11 @@ def _doc(tree, package, version=None, licence=None):
 def make_fake_packages(top):
     """Returns {set or package: facts} the checks below compare against."""
     facts = {"speakers": {}, "ufoai": {}, "pool_long_frames": None}
-    # asterisk prompts: 16 per language (mono 8 kHz like the real ones) + a silent one.
-    for i, lang in enumerate(LANGUAGES):
-        pkg = f"asterisk-core-sounds-{lang}-wav"
+    # asterisk prompts: 16 per voice folder (mono 8 kHz like the real ones) + a silent one.
+    for i, (pkg, voice) in enumerate(SPEAKERS.items()):
         tree = os.path.join(top, pkg)
         _doc(tree, pkg, "1.6.1-1", "CC-BY-SA-3.0")
-        folder = os.path.join(tree, "usr", "share", "asterisk", "sounds", f"{lang}_voice")
+        folder = os.path.join(tree, "usr", "share", "asterisk", "sounds", voice)
         for k in range(16):
             _write(os.path.join(folder, "digits", f"{k}.wav"),
                    _tone(0.35 + 0.01 * k, 8000, 1, 200 + 50 * i + k, seed=100 * i + k), 8000)
@@ -139,7 +147,7 @@ def make_fake_packages(top):
         _write(os.path.join(top, pkg, "usr", "share", "doc", pkg, "example.wav"), _tone(0.5, seed=1))
     # A copy of a held-out speaker prompt inside a pool package must stay out of the pool.
     shutil.copy(os.path.join(top, "asterisk-core-sounds-en-wav", "usr", "share", "asterisk",
-                             "sounds", "en_voice", "digits", "3.wav"),
+                             "sounds", "en_US_f_Allison", "digits", "3.wav"),
                 os.path.join(top, "warmux-data", "usr", "share", "games", "warmux-data", "sounds", "copy.wav"))
     return facts
 
@@ -186,20 +194,26 @@ def test_ufoai_set_keeps_five_classes_and_drops_the_small_one(built):
     assert sorted(manifest.paths) == manifest.paths
 
 
-def test_speakers_are_sampled_per_language_and_resampled_from_8k(built):
+def test_speakers_are_sampled_per_voice_and_resampled_from_8k(built):
     top, out, facts, summary = built
     manifest = read_manifest(out / "speakers.tsv")
     labels = [l for (l,) in read_labels(out / "speakers.tsv")]
-    assert summary["sets"]["speakers"]["classes"] == {lang: 15 for lang in LANGUAGES}
+    assert summary["sets"]["speakers"]["classes"] == {voice: 15 for voice in VOICES}
     assert summary["sets"]["speakers"]["in_pool"] is False
+    packages_of = {}
     for rel, size, label in zip(manifest.paths, manifest.sizes, labels):
-        assert rel.startswith(f"asterisk-core-sounds-{label}-wav/asterisk/sounds/{label}_voice/digits/")
-        k = int(rel.rsplit("/", 1)[1][:-len(".wav")])
+        package, _, _, folder, digits, name = rel.split("/")
+        assert (SPEAKERS[package].rsplit("_", 1)[1], digits) == (label, "digits")
+        assert folder == SPEAKERS[package]
+        k = int(name[:-len(".wav")])
         assert size == _expected_16k(int(round((0.35 + 0.01 * k) * 8000)), 8000)
-    # The seed decides which 15 of the 16 prompts are drawn; the same seed, the same draw.
+        packages_of.setdefault(label, set()).add(package)
+    # Allison's 15 clips are drawn from her en and es prompts together.
+    assert packages_of["Allison"] == {"asterisk-core-sounds-en-wav", "asterisk-core-sounds-es-wav"}
+    # The seed decides which 15 prompts are drawn; the same seed, the same draw.
     again = brs.build(str(out / "again"), packages_dir=str(top), seed=0, sets=["speakers"],
                       max_per_class=15)
-    assert again["sets"]["speakers"]["classes"] == {lang: 15 for lang in LANGUAGES}
+    assert again["sets"]["speakers"]["classes"] == {voice: 15 for voice in VOICES}
     assert read_manifest(out / "again" / "speakers.tsv").paths == manifest.paths
 
 

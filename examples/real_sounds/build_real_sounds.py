@@ -79,14 +79,19 @@ DPKG_DEB = "dpkg-deb"
 # what is built from which package
 # ---------------------------------------------------------------------------
 
-# Asterisk telephone prompts: one voice (speaker) per language package.
-SPEAKER_PACKAGES = {
-    "en": "asterisk-core-sounds-en-wav",
-    "es": "asterisk-core-sounds-es-wav",
-    "fr": "asterisk-core-sounds-fr-wav",
-    "it": "asterisk-core-sounds-it-wav",
-    "ru": "asterisk-core-sounds-ru-wav",
-}
+# Asterisk telephone prompts. Each package holds one folder
+# usr/share/asterisk/sounds/<lang>_<COUNTRY>_<f|m>_<Voice>/; the class is the voice,
+# not the language: the en and es prompts are both Allison Smith's voice, so they
+# form one (bilingual) class.
+SPEAKER_PACKAGES = (
+    "asterisk-core-sounds-en-wav",  # en_US_f_Allison
+    "asterisk-core-sounds-es-wav",  # es_MX_f_Allison
+    "asterisk-core-sounds-fr-wav",  # fr_CA_f_June
+    "asterisk-core-sounds-it-wav",  # it_IT_m_Carlo
+    "asterisk-core-sounds-ru-wav",  # ru_RU_f_IvrvoiceRU
+    "asterisk-prompt-it-menardi-wav",  # it_IT_f_Menardi (voice of Paola Dal Zot)
+)
+_VOICE_FOLDER = re.compile(r"^[a-z]{2}_[A-Z]{2}_[fm]_([A-Za-z0-9]+)$")
 # Fish Fillets NG spoken dialogs: one package per dubbing language.
 FILLETS_VOICE_PACKAGES = {"cs": "fillets-ng-data-cs", "nl": "fillets-ng-data-nl"}
 # The two fish are voiced by one actor per language in every level; other
@@ -145,10 +150,15 @@ def _stem_parts(rel: str) -> Tuple[str, List[str]]:
     return name, rel.split("/")
 
 
-def label_speaker(language: str) -> Callable[[Source], Optional[str]]:
-    def label(source: Source) -> Optional[str]:
-        return language if source.rel.lower().endswith(".wav") else None
-    return label
+def label_speaker(source: Source) -> Optional[str]:
+    """``.../sounds/<lang>_<COUNTRY>_<sex>_<Voice>/...wav`` -> ``<Voice>``."""
+    if not source.rel.lower().endswith(".wav"):
+        return None
+    for part in source.rel.split("/")[:-1]:
+        match = _VOICE_FOLDER.match(part)
+        if match:
+            return match.group(1)
+    return None
 
 
 def label_fillets(language: str) -> Callable[[Source], Optional[str]]:
@@ -190,7 +200,7 @@ def label_ufoai(source: Source) -> Optional[str]:
 
 # set name -> (package -> labeller); every labelled set is also described in README.md.
 LABELLED_SETS: Dict[str, Dict[str, Callable[[Source], Optional[str]]]] = {
-    "speakers": {pkg: label_speaker(lang) for lang, pkg in SPEAKER_PACKAGES.items()},
+    "speakers": {pkg: label_speaker for pkg in SPEAKER_PACKAGES},
     "fillets_voices": {pkg: label_fillets(lang) for lang, pkg in FILLETS_VOICE_PACKAGES.items()},
     "sonicpi_families": {"sonic-pi-samples": label_sonicpi},
     "ufoai_categories": {"ufoai-sound": label_ufoai},
