@@ -62,6 +62,13 @@ class UamixNNCLRConfig(MixingConfig):
         metadata={"help": "[R] nearest neighbour drawn uniformly among the top-k queue "
                   "entries (1 = the nearest)"},
     )
+    positive: ChoiceEnum(["nn", "view"]) = field(
+        default="nn",
+        metadata={"help": "[R] what a view's prediction must pick out: nn = the other "
+                  "view's nearest neighbour in the support queue (NNCLR), view = the "
+                  "other view's own projection (SimCLR-style; no queue needed, the "
+                  "baseline NNCLR is compared with on small data)"},
+    )
     unremix: bool = field(
         default=False,
         metadata={"help": "[R] UnReMix: weight every negative in the softmax denominator "
@@ -166,6 +173,10 @@ class UamixNNCLRCriterion(FairseqCriterion):
         z1, z2 = F.normalize(out["z1"], dim=-1), F.normalize(out["z2"], dim=-1)
         nn1, nn1_ids = queue.nearest(z1, ids, self.cfg.nn_topk, gen, return_ids=True)
         nn2 = queue.nearest(z2, ids, self.cfg.nn_topk, gen)
+        if self.cfg.positive == "view":
+            # The clip's own other view (with its gradient) instead of a neighbour; the
+            # queue is still filled, for the purity diagnostic.
+            nn1, nn2 = z1, z2
 
         # Training: negatives from the global batch; predictions carry gradients back
         # to their rank, the rest not. Validation: local negatives only, because
