@@ -38,14 +38,15 @@ brs = _load_builder()
 
 # package -> voice folder, as in the real packages (en and es: the same voice).
 SPEAKERS = {
-    "asterisk-core-sounds-en-wav": "en_US_f_Allison",
-    "asterisk-core-sounds-es-wav": "es_MX_f_Allison",
-    "asterisk-core-sounds-fr-wav": "fr_CA_f_June",
-    "asterisk-core-sounds-it-wav": "it_IT_m_Carlo",
-    "asterisk-core-sounds-ru-wav": "ru_RU_f_IvrvoiceRU",
-    "asterisk-prompt-it-menardi-wav": "it_IT_f_Menardi",
+    "asterisk-core-sounds-en-wav": ("en_US_f_Allison", "Allison"),
+    "asterisk-core-sounds-es-wav": ("es_MX_f_Allison", "Allison"),
+    "asterisk-core-sounds-fr-wav": ("fr_CA_f_June", "June"),
+    "asterisk-core-sounds-it-wav": ("it_IT_m_Carlo", "Carlo"),
+    "asterisk-core-sounds-ru-wav": ("ru_RU_f_IvrvoiceRU", "IvrvoiceRU"),
+    "asterisk-prompt-it-menardi-wav": ("it_IT_f_Menardi", "Menardi"),
+    "asterisk-prompt-fr-armelle": ("fr", "Armelle"),  # headerless GSM files
 }
-VOICES = ("Allison", "Carlo", "IvrvoiceRU", "June", "Menardi")
+VOICES = ("Allison", "Armelle", "Carlo", "IvrvoiceRU", "June", "Menardi")
 UFO_KEPT = ("aliens", "ambience", "footsteps", "soldiers", "weapons")
 
 
@@ -61,7 +62,10 @@ def _tone(seconds, rate=44100, channels=2, freq=440.0, amp=0.3, seed=0):
 
 def _write(path, wave, rate=44100, fmt=None):
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    sf.write(path, wave, rate, format=fmt)
+    if fmt == "RAW":
+        sf.write(path, wave, rate, format="RAW", subtype="GSM610")
+    else:
+        sf.write(path, wave, rate, format=fmt)
 
 
 def _encoded(wave, rate=44100, fmt="OGG"):
@@ -85,14 +89,23 @@ def make_fake_packages(top):
     """Returns {set or package: facts} the checks below compare against."""
     facts = {"speakers": {}, "ufoai": {}, "pool_long_frames": None}
     # asterisk prompts: 16 per voice folder (mono 8 kHz like the real ones) + a silent one.
-    for i, (pkg, voice) in enumerate(SPEAKERS.items()):
+    for i, (pkg, (voice, _)) in enumerate(SPEAKERS.items()):
         tree = os.path.join(top, pkg)
         _doc(tree, pkg, "1.6.1-1", "CC-BY-SA-3.0")
-        folder = os.path.join(tree, "usr", "share", "asterisk", "sounds", voice)
+        sounds = os.path.join(tree, "usr", "share", "asterisk", "sounds")
+        folder = os.path.join(sounds, voice)
+        gsm = pkg.endswith("armelle")
         for k in range(16):
-            _write(os.path.join(folder, "digits", f"{k}.wav"),
-                   _tone(0.35 + 0.01 * k, 8000, 1, 200 + 50 * i + k, seed=100 * i + k), 8000)
+            wave = _tone(0.35 + 0.01 * k, 8000, 1, 200 + 50 * i + k, seed=100 * i + k)
+            if gsm:
+                _write(os.path.join(folder, "digits", f"{k}.gsm"), wave, 8000, fmt="RAW")
+            else:
+                _write(os.path.join(folder, "digits", f"{k}.wav"), wave, 8000)
         _write(os.path.join(folder, "silence", "1.wav"), np.zeros(8000, np.float32), 8000)
+        if gsm:  # the real package links sounds/digits/* to sounds/fr/digits/*: skipped
+            os.makedirs(os.path.join(sounds, "digits"))
+            os.symlink(os.path.join(folder, "digits", "0.gsm"), os.path.join(sounds, "digits", "0.gsm"))
+            os.symlink(os.path.join(folder, "nothing.gsm"), os.path.join(sounds, "digits", "gone.gsm"))
 
     # ufoai-sound: one pk3 archive; 5 categories of 16 clips (one of them too short),
     # one silent clip, and a category of 3 that must be dropped.
@@ -203,10 +216,19 @@ def test_speakers_are_sampled_per_voice_and_resampled_from_8k(built):
     packages_of = {}
     for rel, size, label in zip(manifest.paths, manifest.sizes, labels):
         package, _, _, folder, digits, name = rel.split("/")
-        assert (SPEAKERS[package].rsplit("_", 1)[1], digits) == (label, "digits")
-        assert folder == SPEAKERS[package]
-        k = int(name[:-len(".wav")])
-        assert size == _expected_16k(int(round((0.35 + 0.01 * k) * 8000)), 8000)
+        assert (folder, label) == SPEAKERS[package] and digits == "digits"
+        source = os.path.join(top, package, "usr", "share", "asterisk", "sounds", folder, digits)
+        if package.endswith("armelle"):
+            k = int(name[:-len("_gsm.wav")])
+            # GSM 6.10 stores whole 160-sample frames.
+            with sf.SoundFile(os.path.join(source, f"{k}.gsm"), samplerate=8000, channels=1,
+                              format="RAW", subtype="GSM610") as f:
+                frames = f.frames
+            assert frames == 160 * math.ceil(round((0.35 + 0.01 * k) * 8000) / 160)
+        else:
+            k = int(name[:-len(".wav")])
+            frames = int(round((0.35 + 0.01 * k) * 8000))
+        assert size == _expected_16k(frames, 8000)
         packages_of.setdefault(label, set()).add(package)
     # Allison's 15 clips are drawn from her en and es prompts together.
     assert packages_of["Allison"] == {"asterisk-core-sounds-en-wav", "asterisk-core-sounds-es-wav"}
@@ -263,7 +285,7 @@ def test_summary_reports_versions_licences_and_small_sets(built):
 def test_missing_package_names_it(tmp_path, built):
     top, out, facts, summary = built
     partial = tmp_path / "pkgs"
-    shutil.copytree(top, partial)
+    shutil.copytree(top, partial, symlinks=True)
     shutil.rmtree(partial / "ufoai-sound")
     with pytest.raises(brs.BuildError, match="'ufoai-sound' not found.*dpkg-deb -x"):
         brs.build(str(tmp_path / "o"), packages_dir=str(partial), sets=["ufoai_categories"])

@@ -11,7 +11,7 @@ Steps (README.md beside this file has the details and the measured counts):
    ``dpkg-deb -x`` into ``<cache>/extracted/<package>`` (also reused).
    ``--packages-dir DIR`` skips both and reads ``DIR/<package>/`` trees instead.
 2. The wav/ogg/flac files of each tree (and those inside ``.pk3``/``.zip`` archives,
-   as ufoai-sound ships them) are decoded, mixed to mono, resampled to 16 kHz with
+   as ufoai-sound ships them, and headerless 8 kHz GSM ``.gsm`` Asterisk prompts) are decoded, mixed to mono, resampled to 16 kHz with
    the project's band-limited resampler and written as 16-bit wav under
    ``OUT_DIR/audio/<set>/<package>/...``. Silent clips (peak below -60 dBFS) and clips
    shorter than 0.3 s are dropped; byte-identical files are kept once.
@@ -69,7 +69,8 @@ DEFAULT_MAX_PER_CLASS = 60
 DEFAULT_MIN_PER_CLASS = 15
 # A set with fewer classes than this is still written, with a warning.
 WANTED_CLASSES = 5
-AUDIO_EXTENSIONS = (".wav", ".ogg", ".flac")
+# .gsm: headerless GSM 6.10 at 8 kHz (Asterisk prompts), read as RAW by libsndfile.
+AUDIO_EXTENSIONS = (".wav", ".ogg", ".flac", ".gsm")
 ARCHIVE_EXTENSIONS = (".pk3", ".zip")
 # Commands, module-level so that a test can point them at stand-ins.
 APT_GET = "apt-get"
@@ -89,8 +90,11 @@ SPEAKER_PACKAGES = (
     "asterisk-core-sounds-fr-wav",  # fr_CA_f_June
     "asterisk-core-sounds-it-wav",  # it_IT_m_Carlo
     "asterisk-core-sounds-ru-wav",  # ru_RU_f_IvrvoiceRU
-    "asterisk-prompt-it-menardi-wav",  # it_IT_f_Menardi (voice of Paola Dal Zot)
+    "asterisk-prompt-it-menardi-wav",  # it_IT_f_Menardi
+    "asterisk-prompt-fr-armelle",  # sounds/fr/*.gsm, voice of Armelle Desjardins
 )
+# Packages whose folders do not name the voice.
+SPEAKER_PACKAGE_VOICES = {"asterisk-prompt-fr-armelle": "Armelle"}
 _VOICE_FOLDER = re.compile(r"^[a-z]{2}_[A-Z]{2}_[fm]_([A-Za-z0-9]+)$")
 # Fish Fillets NG spoken dialogs: one package per dubbing language.
 FILLETS_VOICE_PACKAGES = {"cs": "fillets-ng-data-cs", "nl": "fillets-ng-data-nl"}
@@ -151,14 +155,13 @@ def _stem_parts(rel: str) -> Tuple[str, List[str]]:
 
 
 def label_speaker(source: Source) -> Optional[str]:
-    """``.../sounds/<lang>_<COUNTRY>_<sex>_<Voice>/...wav`` -> ``<Voice>``."""
-    if not source.rel.lower().endswith(".wav"):
-        return None
+    """``.../sounds/<lang>_<COUNTRY>_<sex>_<Voice>/...`` -> ``<Voice>`` (or the voice
+    of the package in SPEAKER_PACKAGE_VOICES)."""
     for part in source.rel.split("/")[:-1]:
         match = _VOICE_FOLDER.match(part)
         if match:
             return match.group(1)
-    return None
+    return SPEAKER_PACKAGE_VOICES.get(source.package)
 
 
 def label_fillets(language: str) -> Callable[[Source], Optional[str]]:
@@ -369,6 +372,10 @@ def find_sources(package: Package) -> List[Source]:
         dirs.sort()
         for name in sorted(files):
             path = os.path.join(folder, name)
+            # Links are skipped: in a package they alias files that are there too
+            # (asterisk-prompt-fr-armelle), and absolute ones point out of the tree.
+            if os.path.islink(path) or not os.path.isfile(path):
+                continue
             rel = name if rel_folder == "." else f"{rel_folder}/{name}"
             lower = name.lower()
             if lower.endswith(AUDIO_EXTENSIONS):
@@ -384,10 +391,14 @@ def find_sources(package: Package) -> List[Source]:
     return sorted(found, key=lambda s: s.rel)
 
 
-def decode(data: bytes) -> Tuple[Optional[np.ndarray], str]:
-    """``(16 kHz mono float32 waveform, "")``, or ``(None, reason)`` for a dropped file."""
+def decode(data: bytes, name: str = "") -> Tuple[Optional[np.ndarray], str]:
+    """``(16 kHz mono float32 waveform, "")``, or ``(None, reason)`` for a dropped file
+    (``name``: the file name, whose extension tells headerless GSM apart)."""
+    raw = {}
+    if name.lower().endswith(".gsm"):
+        raw = dict(format="RAW", subtype="GSM610", samplerate=8000, channels=1)
     try:
-        samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+        samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True, **raw)
     except (sf.SoundFileError, RuntimeError, ValueError) as err:
         return None, f"unreadable ({str(err).strip() or type(err).__name__})"
     if samples.size == 0:
@@ -487,7 +498,7 @@ def build_labelled_set(name: str, labellers, out_dir: str,
             if len(rows) >= max_per_class:
                 break
             source, digest = items[index]
-            wave, reason = decode(source.read_bytes())
+            wave, reason = decode(source.read_bytes(), source.rel)
             if wave is None:
                 dropped[reason.split(" ")[0]] += 1
                 continue
@@ -566,7 +577,7 @@ def build_pool(out_dir: str, seed: int,
         for source in unique:
             if cap is not None and taken >= cap:
                 break
-            wave, reason = decode(source.read_bytes())
+            wave, reason = decode(source.read_bytes(), source.rel)
             if wave is None:
                 dropped[reason.split(" ")[0]] += 1
                 continue
