@@ -321,14 +321,23 @@ def read_licences(tree: str, package: str) -> List[str]:
     names = Counter(m.group(1).strip() for m in re.finditer(r"^License:[ \t]*(\S.*)$", text, re.M))
     if names:
         return [name for name, _ in names.most_common()]
+    # A free-form file: name each licence family it mentions (the packaging's own
+    # licence may be among them; README.md says which one covers the audio).
     flat = " ".join(text.split())
-    if re.search(r"GNU General Public License", flat):
-        if re.search(r"version 2 of the License, or \(at your option\) any later|version 2 or at your option any later", flat):
-            return ["GPL-2+ (free-form copyright file)"]
-        if re.search(r"version 2", flat):
-            return ["GPL-2 (free-form copyright file)"]
-        return ["GPL (free-form copyright file)"]
-    return ["unrecognised (read the copyright file)"]
+    found = []
+    if "GNU General Public License" in flat:
+        if re.search(r"version 2 of the License, or \(at your option\) any later"
+                     r"|version 2 or at your option any later", flat):
+            found.append("GPL-2+")
+        elif "version 2" in flat:
+            found.append("GPL-2")
+        else:
+            found.append("GPL")
+    if "Redistribution and use" in flat:
+        found.append("BSD-style")
+    if not found:
+        return ["unrecognised (read the copyright file)"]
+    return [f"{name} (free-form copyright file)" for name in found]
 
 
 @dataclass
