@@ -6,7 +6,6 @@ dialog lines, long game music) with short synthetic 44.1 kHz stereo clips.
 """
 
 import gzip
-import hashlib
 import importlib.util
 import io
 import json
