@@ -1,0 +1,162 @@
+"""Pretrain -> tune -> few-shot on the real-sounds benchmark (build it first with
+build_real_sounds.py).
+
+    python examples/real_sounds/run_benchmark.py DATA_DIR OUT_DIR [--mae ENCODER.pth]
+        [--mae-updates 4000] [--tune-updates 800] [--seed 1] [--variant NAME=OVERRIDES]
+
+Stages (each a plain ``fairseq-hydra-train`` run; logs in OUT_DIR/logs/, checkpoints in
+OUT_DIR/<stage>/checkpoints, tensorboard in OUT_DIR/tensorboard/<stage>):
+
+1. ``mae``: MAE pretraining of the demo-sized AudioMAE (configs/mae_demo.yaml) on the
+   unlabelled pool, clips shorter than the crop repeated (``task.pad_mode=repeat``);
+   skipped with ``--mae``.
+2. the tuning variants, two at a time side by side (one core each): by default
+   ``uamix`` (configs/real_sounds.yaml) and ``none`` (the same without mixtures); each
+   ``--variant NAME="key=value key=value"`` adds one with those overrides.
+3. ``fewshot``: ``uamix-fewshot`` of the MAE start, every tuned encoder and the
+   ``fbank_stats`` baseline on every labelled set (5-way, 1 and 5 shots, 10 queries,
+   300 episodes, nearest class mean and logistic regression), paired against the MAE.
+
+Every tuning run scores the monitor set (``--monitor``, default the ufoai_categories set)
+at each validation; the monitor curves are printed at the end and are in tensorboard.
+OUT_DIR/results.json holds the settings, wall-clock per stage and every number.
+This never runs in CI (it takes about an hour on 2 CPU cores).
+"""
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, REPO)
+
+from uamix_fairseq.demo_pipeline import (PipelineError, cpu_model, export_encoder,  # noqa: E402
+                                         train_stages)
+
+SETS = ("speakers", "fillets_voices", "sonicpi_families", "ufoai_categories")
+FEWSHOT = ["--ways", "5", "--shots", "1", "5", "--queries", "10", "--episodes", "300",
+           "--seed", "0", "--pad-mode", "repeat", "--baseline", "fbank_stats", "--no-progress"]
+
+
+def parse_variants(specs):
+    variants = {"uamix": [], "none": ["criterion.mix_mode=none"]}
+    for spec in specs or []:
+        name, sep, overrides = spec.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+            raise PipelineError(f"--variant {spec!r}: expected NAME=\"key=value ...\"")
+        variants[name] = overrides.split()
+    return variants
+
+
+def monitor_curve(log_path):
+    """(update, monitor_knn, monitor_ncm) of every validation in a stage's log."""
+    out = []
+    with open(log_path) as f:
+        for line in f:
+            if "valid on 'valid' subset" not in line:
+                continue
+            knn = re.search(r"monitor_knn ([0-9.]+)", line)
+            ncm = re.search(r"monitor_ncm ([0-9.]+)", line)
+            upd = re.search(r"num_updates (\d+)", line)
+            if knn and ncm and upd:
+                out.append((int(upd.group(1)), float(knn.group(1)), float(ncm.group(1))))
+    return out
+
+
+def check_data(data):
+    missing = [p for p in ["pool/train.tsv", "pool/valid.tsv"] + [f"{s}.tsv" for s in SETS]
+               if not os.path.isfile(os.path.join(data, p))]
+    if missing:
+        raise PipelineError(f"{data} lacks {', '.join(missing)}: build it first with "
+                            "python examples/real_sounds/build_real_sounds.py DATA_DIR")
+
+
+def run(args):
+    data, out = os.path.abspath(args.data), os.path.abspath(args.out)
+    check_data(data)
+    if os.path.exists(os.path.join(out, "logs")) and not args.overwrite:
+        raise PipelineError(f"{out} already holds a run; choose a new folder (fairseq "
+                            "would resume from its checkpoints)")
+    os.makedirs(out, exist_ok=True)
+    monitor = args.monitor or os.path.join(data, "ufoai_categories.tsv")
+    seconds, encoders = {}, {}
+    common = [f"task.data={os.path.join(data, 'pool')}", "++task.pad_mode=repeat",
+              f"++task.monitor_manifest={monitor}", f"++common.seed={args.seed}"]
+    if args.mae:
+        encoders["mae"] = os.path.abspath(args.mae)
+    else:
+        seconds.update(train_stages([("mae", "mae_demo", common + [
+            f"optimization.max_update={args.mae_updates}",
+            "checkpoint.save_interval_updates=500", "dataset.validate_interval_updates=500",
+            "lr_scheduler.warmup_updates=200"])], out, args.threads))
+        encoders["mae"] = export_encoder("mae", out)
+
+    tune = common + [f"model.audiomae_checkpoint={encoders['mae']}",
+                     f"optimization.max_update={args.tune_updates}"]
+    stages = [(name, "real_sounds", tune + extra)
+              for name, extra in parse_variants(args.variant).items()]
+    for i in range(0, len(stages), 2):  # two side by side on a 2-core machine
+        seconds.update(train_stages(stages[i:i + 2], out, args.threads))
+    for name, _, _ in stages:
+        encoders[name] = export_encoder(name, out)
+
+    from uamix_fairseq.evaluation.fewshot import main as fewshot_main
+
+    fewshot = {}
+    start = time.perf_counter()
+    for s in SETS:
+        argv = ["--manifest", os.path.join(data, f"{s}.tsv"), *FEWSHOT,
+                "--cache-dir", os.path.join(out, "embeddings"),
+                "--out", os.path.join(out, "fewshot", s)]
+        for name, path in encoders.items():
+            argv += ["--encoder", path, "--name", name]
+        print(f"[fewshot] {s}", flush=True)
+        if fewshot_main(argv) != 0:
+            raise PipelineError(f"few-shot evaluation on {s} failed (see above)")
+        with open(os.path.join(out, "fewshot", s, "fewshot.json")) as f:
+            fewshot[s] = json.load(f)
+    seconds["fewshot"] = time.perf_counter() - start
+
+    curves = {name: monitor_curve(os.path.join(out, "logs", f"{name}.log"))
+              for name, _, _ in stages}
+    print("\nmonitor (k-NN / NCM %) during tuning:")
+    for name, curve in curves.items():
+        print(f"  {name}: " + ", ".join(f"{u}: {k:.1f}/{n:.1f}" for u, k, n in curve))
+    results = {"seed": args.seed, "machine": {"cpu": cpu_model(), "cores": os.cpu_count()},
+               "seconds": {k: round(v, 1) for k, v in seconds.items()},
+               "encoders": encoders, "variants": parse_variants(args.variant),
+               "monitor": monitor, "monitor_curves": curves, "fewshot": fewshot}
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    print(f"tables: {out}/fewshot/<set>/fewshot.csv   everything: {out}/results.json")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("data", help="folder written by build_real_sounds.py")
+    p.add_argument("out", help="folder for checkpoints, logs and results")
+    p.add_argument("--mae", default=None, help="start from this AudioMAE encoder instead "
+                   "of pretraining one")
+    p.add_argument("--mae-updates", type=int, default=4000)
+    p.add_argument("--tune-updates", type=int, default=800)
+    p.add_argument("--monitor", default=None, help="monitor manifest (default: "
+                   "DATA/ufoai_categories.tsv)")
+    p.add_argument("--variant", action="append", metavar="NAME=OVERRIDES",
+                   help="extra tuning variant, e.g. plain=\"criterion.positive=nn\"")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--overwrite", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        run(args)
+    except PipelineError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
