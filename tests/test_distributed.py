@@ -368,6 +368,13 @@ def _write_corpus(root):
     assert len(lines) > TRAIN_CLIPS
     with open(train, "w") as f:
         f.write("\n".join(lines[: 1 + TRAIN_CLIPS]) + "\n")
+    # The labels beside the manifest must keep lining up with it, one per clip.
+    label = os.path.join(corpus, "train.label")
+    if os.path.exists(label):
+        with open(label) as f:
+            labels = f.read().splitlines()
+        with open(label, "w") as f:
+            f.write("\n".join(labels[:TRAIN_CLIPS]) + "\n")
     return corpus, ckpt
 
 

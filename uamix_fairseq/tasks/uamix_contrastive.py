@@ -217,9 +217,13 @@ class UamixContrastiveTask(MonitorMixin, EncoderStateMixin, FairseqTask):
         label_path = os.path.join(self.cfg.data, f"{split}.label")
         if self.cfg.data == MISSING or not os.path.isfile(label_path):
             return None
-        from ..labels import read_labels
+        from ..labels import LabelError, read_labels
 
-        rows = read_labels(path, label_path)
+        try:
+            rows = read_labels(path, label_path)
+        except LabelError as e:
+            raise LabelError(f"{e}. {label_path} is read only to log nn_purity; fix it "
+                             "to match the manifest or move it away") from None
         names = sorted({row[0] for row in rows if len(row) == 1})
         index = {c: i for i, c in enumerate(names)}
         logger.info("%s: used only to log nn_purity (the share of queue neighbours of "
