@@ -41,3 +41,55 @@ def test_view_positive_trains_the_projector_from_both_sides():
     loss.backward()
     first = model.head.projector[0].weight.grad
     assert first is not None and first.abs().sum() > 0
+
+
+# ------------------------------------------------------------- EMA queue projector
+def _ema_model(momentum=0.9):
+    from uamix_fairseq.audiomae import AudioMAEEncoder, EncoderConfig
+    from uamix_fairseq.models.uamix_audiomae import UamixAudioMAEConfig, UamixAudioMAEModel
+
+    torch.manual_seed(0)
+    encoder = AudioMAEEncoder(EncoderConfig(embed_dim=32, depth=2, num_heads=1, num_frames=32))
+    cfg = UamixAudioMAEConfig(num_frames=32, freeze_schedule="[(0, 1)]", proj_hidden_dim=32,
+                              pred_hidden_dim=32, proj_out_dim=16, queue_momentum=momentum)
+    return UamixAudioMAEModel(cfg, encoder, queue_size=16)
+
+
+def test_ema_update_by_hand():
+    from uamix_fairseq.nnclr import ema_update
+
+    target, online = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    before = target.weight.detach().clone()
+    ema_update(target, online, 0.99)
+    torch.testing.assert_close(target.weight, 0.99 * before + 0.01 * online.weight.detach())
+
+
+def test_queue_projector_follows_the_projector_once_per_update():
+    model = _ema_model(0.9)
+    online = model.head.projector[0].weight
+    start = model.queue_projector[0].weight.detach().clone()
+    assert torch.equal(start, online) and not model.queue_projector[0].weight.requires_grad
+    model.set_num_updates(0)
+    with torch.no_grad():
+        online.add_(1.0)  # an optimizer step
+    model.set_num_updates(1)
+    expected = 0.9 * start + 0.1 * online.detach()
+    torch.testing.assert_close(model.queue_projector[0].weight, expected)
+    model.set_num_updates(1)  # the same update again (validation, resume): no step
+    torch.testing.assert_close(model.queue_projector[0].weight, expected)
+    model.set_num_updates(7)  # a jump (resume): recorded, not a step
+    torch.testing.assert_close(model.queue_projector[0].weight, expected)
+
+
+def test_queue_gets_the_ema_projections():
+    view1, view2, ids = _clip_batch()
+    model = _ema_model(0.5)
+    with torch.no_grad():
+        model.queue_projector[0].weight.mul_(-1.0)  # make it differ from the projector
+    model.train()
+    reference = copy.deepcopy(model)
+    _criterion()(model, _sample(view1, view2, ids))
+    out = reference(view1=view1, view2=view2)
+    queued = model.support_queue.features[: len(ids)]
+    torch.testing.assert_close(queued, F.normalize(out["z1_queue"], dim=-1), rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(queued, F.normalize(out["z1"], dim=-1), atol=1e-3)

@@ -228,3 +228,13 @@ def soft_target_loss(predictions: torch.Tensor, neighbours: torch.Tensor,
     per_row = -(target * log_prob.masked_fill(target == 0, 0.0)).sum(dim=1)
     loss = per_row.sum() if reduction == "sum" else per_row.mean()
     return loss, logits
+
+
+@torch.no_grad()
+def ema_update(target: nn.Module, online: nn.Module, momentum: float):
+    """target <- momentum * target + (1 - momentum) * online, parameter by parameter;
+    buffers (BatchNorm statistics) are copied from ``online``."""
+    for t, o in zip(target.parameters(), online.parameters()):
+        t.mul_(momentum).add_(o.detach(), alpha=1.0 - momentum)
+    for t, o in zip(target.buffers(), online.buffers()):
+        t.copy_(o)

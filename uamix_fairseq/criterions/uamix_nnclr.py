@@ -208,7 +208,10 @@ class UamixNNCLRCriterion(FairseqCriterion):
             loss = clean + self.cfg.mix_weight * mix_loss
 
         if model.training:
-            z1_all, _ = gather_rows(z1.detach(), with_grad=False)
+            # Queue entries: view 1's projections, or its EMA projector's when the
+            # model keeps one (model.queue_momentum).
+            queued = F.normalize(out["z1_queue"], dim=-1) if "z1_queue" in out else z1
+            z1_all, _ = gather_rows(queued.detach(), with_grad=False)
             ids_all, _ = gather_rows(ids, with_grad=False)
             keep = real_all.bool()
             queue.push(z1_all[keep], ids_all[keep])

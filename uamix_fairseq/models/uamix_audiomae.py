@@ -5,6 +5,7 @@ Thin glue: the encoder lives in ``uamix_fairseq.audiomae``, the head and queue i
 ``uamix_fairseq.nnclr``, the schedule in ``uamix_fairseq.freezing``.
 """
 
+import copy
 import logging
 from dataclasses import asdict, dataclass, field
 
@@ -15,7 +16,7 @@ from omegaconf import II
 
 from ..audiomae import AudioMAEEncoder, encoder_for_model
 from ..freezing import parse_schedule, trainable_blocks_at
-from ..nnclr import NNCLRHead, SupportQueue
+from ..nnclr import NNCLRHead, SupportQueue, ema_update
 from ..optim.uamix_adamw import tag_encoder_parameters, tag_parameter
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,12 @@ class UamixAudioMAEConfig(FairseqDataclass):
                   "from optimizer.weight_decay); biases and norms get none"},
     )
     drop_path_rate: float = field(default=0.0, metadata={"help": "stochastic depth of the encoder"})
+    queue_momentum: float = field(
+        default=0.0,
+        metadata={"help": "[R] support queue entries come from an EMA copy of the projector "
+                  "with this momentum per update (MAE-CT: 0.99); 0 = from the projector "
+                  "itself (NNCLR)"},
+    )
 
 
 @register_model("uamix_audiomae", dataclass=UamixAudioMAEConfig)
@@ -87,6 +94,13 @@ class UamixAudioMAEModel(BaseFairseqModel):
         if not 0.0 < cfg.layer_decay <= 1.0:
             raise ValueError(f"model.layer_decay must be in (0, 1], got {cfg.layer_decay}")
         self.head, self.support_queue = self.build_head(encoder.embed_dim, queue_size)
+        if not 0.0 <= cfg.queue_momentum < 1.0:
+            raise ValueError(f"model.queue_momentum must be in [0, 1), got {cfg.queue_momentum}")
+        self.queue_projector = None
+        if cfg.queue_momentum > 0:
+            # Not trained by the optimizer: follows the projector after every update.
+            self.queue_projector = copy.deepcopy(self.head.projector).requires_grad_(False)
+        self._ema_at = None  # the update the EMA copy last followed
         self.trainable_blocks = trainable_blocks_at(self.schedule, 0)
         # The patch embedding and cls token never train here (docs/method.md, stage B):
         # keeping them out of the optimizer saves its state too.
@@ -129,6 +143,12 @@ class UamixAudioMAEModel(BaseFairseqModel):
             logger.info("update %d: %d trainable encoder blocks (was %d)", num_updates,
                         stage, self.trainable_blocks)
         self.trainable_blocks = stage
+        if self.queue_projector is not None:
+            # One EMA step per optimizer step (n follows n - 1); a resume or a repeated
+            # call with the same n only records where training is.
+            if self._ema_at is not None and num_updates == self._ema_at + 1:
+                ema_update(self.queue_projector, self.head.projector, self.cfg.queue_momentum)
+            self._ema_at = num_updates
 
     def _tag_parameters(self):
         """Per-parameter optimizer overrides read by the `uamix_adamw` optimizer:
@@ -169,6 +189,9 @@ class UamixAudioMAEModel(BaseFairseqModel):
         for name, y in zip(("1", "2", "m"), pooled):
             z, p = self.head(y)
             out["z" + name], out["p" + name] = z, p
+        if self.queue_projector is not None:
+            with torch.no_grad():  # what view 1 enqueues (criterion: "z1_queue")
+                out["z1_queue"] = self.queue_projector(pooled[0].detach())
         return out
 
     def max_positions(self):
