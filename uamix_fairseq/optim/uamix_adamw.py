@@ -14,12 +14,15 @@ decay, lr * wd = 0) their norm: frozen weights stay bit-identical even when a wr
 import ast
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import List
+import logging
+from typing import List, Optional
 
 import torch
 from fairseq.dataclass import FairseqDataclass
 from fairseq.optim import FairseqOptimizer, register_optimizer
 from omegaconf import II
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -37,7 +40,18 @@ class UamixAdamWConfig(FairseqDataclass):
                   "(float tensors on CPU or CUDA; falls back otherwise). Measured 3.9x "
                   "faster optimizer steps on CPU; frozen groups stay bit-identical"},
     )
+    lr_reference_batch: int = field(
+        default=0,
+        metadata={"help": "scale the learning rate by the clips of one update: lr = "
+                  "optimization.lr x (dataset.batch_size x world size x update_freq) / "
+                  "this (MAE-CT: base 1e-4 per 256 views, i.e. 128 clips of two views); "
+                  "0 = use optimization.lr as it is. The logged lr is the schedule's, "
+                  "before this factor"},
+    )
     lr: List[float] = II("optimization.lr")
+    batch_size: Optional[int] = II("dataset.batch_size")
+    world_size: int = II("distributed_training.distributed_world_size")
+    update_freq: List[int] = II("optimization.update_freq")
 
 
 def tag_parameter(p, unit: str, lr_scale: float = 1.0, weight_decay=None):
@@ -68,6 +82,19 @@ def tag_encoder_parameters(encoder, layer_decay: float, embed_lr_scale: float = 
             tag_parameter(p, "encoder.embed", embed_lr_scale, weight_decay)
 
 
+def batch_lr_factor(cfg) -> float:
+    """The factor ``lr_reference_batch`` applies to every learning rate (1 when off)."""
+    if not cfg.lr_reference_batch:
+        return 1.0
+    if cfg.lr_reference_batch < 0:
+        raise ValueError(f"optimizer.lr_reference_batch must be >= 0, got {cfg.lr_reference_batch}")
+    if not isinstance(cfg.batch_size, int) or cfg.batch_size < 1:
+        raise ValueError("optimizer.lr_reference_batch needs dataset.batch_size (clips per "
+                         f"batch) to be set, got {cfg.batch_size!r}")
+    clips = cfg.batch_size * max(1, int(cfg.world_size)) * int(cfg.update_freq[0])
+    return clips / cfg.lr_reference_batch
+
+
 def _group_key(p):
     o = getattr(p, "optim_overrides", None)
     if o is None or "unit" not in o:
@@ -94,6 +121,11 @@ class UamixAdamW(FairseqOptimizer):
                 "weight_decay": cfg.weight_decay if wd is None else float(wd),
             })
         self._base_lr = cfg.lr[0]
+        self._batch_factor = batch_lr_factor(cfg)
+        if self._batch_factor != 1.0:
+            logger.info("uamix_adamw: learning rates scaled by %.4g (clips per update / "
+                        "optimizer.lr_reference_batch): peak lr %.3g", self._batch_factor,
+                        self._base_lr * self._batch_factor)
         kwargs = dict(lr=self._base_lr, betas=tuple(betas), eps=cfg.adam_eps,
                       weight_decay=cfg.weight_decay)
         fusable = all(p.is_floating_point() and p.device.type in ("cpu", "cuda")
@@ -117,4 +149,4 @@ class UamixAdamW(FairseqOptimizer):
     def set_lr(self, lr):
         self._base_lr = lr
         for g in self.param_groups:
-            g["lr"] = 0.0 if g["frozen"] else lr * g["lr_scale"]
+            g["lr"] = 0.0 if g["frozen"] else lr * self._batch_factor * g["lr_scale"]
