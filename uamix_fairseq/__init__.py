@@ -13,17 +13,36 @@ Importing the package also registers the fairseq components (task
 ``uamix_adamw``) when fairseq is installed; ``--user-dir`` points at this folder.
 """
 
+import importlib
 import importlib.util
 
-from .audio import AudioError, load_audio
 from .audiomae import AudioMAEEncoder, CheckpointError, load_audiomae, save_audiomae
 from .features import compute_fbank, normalize_fbank, pad_or_crop
-from .manifest import ManifestError, read_manifest
 from .mixing import mixup, t_cutmix, tf_cutmix
 from .nnclr import NNCLRHead, SupportQueue, nnclr_loss, soft_target_loss
 
 __version__ = "0.1.0"
 
-if importlib.util.find_spec("fairseq") is not None:
+# These need numpy and soundfile: imported on first use, so that the encoder, head,
+# views, mixing and fbank work where only torch is installed (benchmarks/bench_gpu.py
+# on a bare GPU machine).
+_LAZY = {"AudioError": "audio", "load_audio": "audio",
+         "ManifestError": "manifest", "read_manifest": "manifest"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _fairseq_installed() -> bool:
+    try:
+        return importlib.util.find_spec("fairseq") is not None
+    except (ImportError, ValueError):  # an import blocker, or a half-removed install
+        return False
+
+
+if _fairseq_installed():
     # fairseq's --user-dir imports only tasks/ and models/ by itself.
     from . import criterions, models, optim, tasks  # noqa: F401
