@@ -18,6 +18,7 @@ from ..audiomae import AudioMAEEncoder, encoder_for_model
 from ..freezing import parse_schedule, trainable_blocks_at
 from ..nnclr import NNCLRHead, SupportQueue, ema_update
 from ..optim.uamix_adamw import tag_encoder_parameters, tag_parameter
+from ..sync_batchnorm import convert_sync_batchnorm
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +75,12 @@ class UamixAudioMAEConfig(FairseqDataclass):
                   "with this momentum per update (MAE-CT: 0.99); 0 = from the projector "
                   "itself (NNCLR)"},
     )
+    sync_batchnorm: bool = field(
+        default=False,
+        metadata={"help": "compute the projector's and predictor's BatchNorm statistics "
+                  "over the global batch of all data-parallel ranks (SimCLR/BYOL-style; "
+                  "works with gloo on CPU and NCCL); false = each rank's own rows"},
+    )
 
 
 @register_model("uamix_audiomae", dataclass=UamixAudioMAEConfig)
@@ -94,6 +101,8 @@ class UamixAudioMAEModel(BaseFairseqModel):
         if not 0.0 < cfg.layer_decay <= 1.0:
             raise ValueError(f"model.layer_decay must be in (0, 1], got {cfg.layer_decay}")
         self.head, self.support_queue = self.build_head(encoder.embed_dim, queue_size)
+        if cfg.sync_batchnorm:  # before the EMA copy below, which then syncs too
+            convert_sync_batchnorm(self.head)
         if not 0.0 <= cfg.queue_momentum < 1.0:
             raise ValueError(f"model.queue_momentum must be in [0, 1), got {cfg.queue_momentum}")
         self.queue_projector = None
