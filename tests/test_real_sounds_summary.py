@@ -1,0 +1,50 @@
+"""examples/real_sounds/summarize.py: gains are per-episode differences averaged over
+runs, paired with the start on the same episodes."""
+
+import importlib.util
+import json
+import os
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(REPO, "examples", "real_sounds", "summarize.py")
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("summarize", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _write_run(root, tuned):
+    for s in ("speakers", "fillets_voices", "sonicpi_families", "ufoai_categories"):
+        os.makedirs(root / "fewshot" / s)
+        results = [{"encoder": "mae", "classifier": "ncm", "shots": 5, "values": [0.5, 0.5, 0.4]},
+                   {"encoder": "uamix", "classifier": "ncm", "shots": 5, "values": tuned}]
+        (root / "fewshot" / s / "fewshot.json").write_text(json.dumps({"results": results}))
+
+
+def test_gain_averages_runs_per_episode(tmp_path, capsys):
+    mod = _module()
+    _write_run(tmp_path / "a", [0.6, 0.8, 0.4])
+    _write_run(tmp_path / "b", [0.8, 0.6, 0.4])
+    rows, gains = mod.summarize(mod.load_runs([tmp_path / "a", tmp_path / "b"]), "mae")
+    # per episode: mean over runs (0.7, 0.7, 0.4) minus the start (0.5, 0.5, 0.4)
+    mean, ci, runs = rows[0]["uamix"]
+    assert mean == pytest.approx(100 * (0.2 + 0.2 + 0.0) / 3)
+    assert runs == 2 and ci > 0
+    assert rows[0]["mae"] == pytest.approx(100 * 1.4 / 3)
+    assert gains["uamix"] == pytest.approx([mean] * 4)
+    assert mod.main([str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    assert "| speakers | ncm | 5 | 46.7 | +13.3 ±" in capsys.readouterr().out
+
+
+def test_missing_run_and_start_are_named(tmp_path):
+    mod = _module()
+    with pytest.raises(SystemExit, match="fewshot.json is missing"):
+        mod.load_runs([tmp_path])
+    _write_run(tmp_path / "a", [0.6, 0.8, 0.4])
+    with pytest.raises(SystemExit, match="no encoder named 'start'"):
+        mod.summarize(mod.load_runs([tmp_path / "a"]), "start")
