@@ -32,10 +32,10 @@ def compile_unsupported_reason(device_type: Optional[str] = None) -> Optional[st
     if not hasattr(torch, "compile") or not hasattr(nn.Module, "compile"):
         return f"{version} has no in-place nn.Module.compile (needs torch >= 2.2)"
     try:
-        import torch._dynamo
+        from torch import _dynamo
     except Exception as e:  # pragma: no cover - broken installs
         return f"{version}: torch._dynamo does not import ({type(e).__name__}: {e})"
-    if not torch._dynamo.is_dynamo_supported():
+    if not _dynamo.is_dynamo_supported():
         return f"{version}: torch.compile does not support this Python ({sys.version.split()[0]})"
     if device_type == "cpu":
         try:

@@ -15,6 +15,7 @@ from fairseq.models import BaseFairseqModel, register_model
 from omegaconf import II
 
 from ..audiomae import AudioMAEEncoder, encoder_for_model
+from ..compiling import compile_encoder_blocks, compile_unsupported_reason
 from ..freezing import parse_schedule, trainable_blocks_at
 from ..nnclr import NNCLRHead, SupportQueue, ema_update
 from ..optim.uamix_adamw import tag_encoder_parameters, tag_parameter
@@ -81,6 +82,14 @@ class UamixAudioMAEConfig(FairseqDataclass):
                   "over the global batch of all data-parallel ranks (SimCLR/BYOL-style; "
                   "works with gloo on CPU and NCCL); false = each rank's own rows"},
     )
+    compile: bool = field(
+        default=False,
+        metadata={"help": "torch.compile the encoder's blocks in place on the first "
+                  "forward (parameter names and checkpoints unchanged; the frozen prefix "
+                  "still runs without autograd); fails with the reason where the "
+                  "installed torch cannot compile (e.g. no C++ compiler for CPU, no "
+                  "triton for CUDA)"},
+    )
 
 
 @register_model("uamix_audiomae", dataclass=UamixAudioMAEConfig)
@@ -116,6 +125,15 @@ class UamixAudioMAEModel(BaseFairseqModel):
         for p in (self.encoder.cls_token, *self.encoder.patch_embed.parameters()):
             p.requires_grad_(False)
         self._tag_parameters()
+        self._compiled = False
+        if cfg.compile:
+            self._check_compile(None)
+
+    def _check_compile(self, device_type):
+        reason = compile_unsupported_reason(device_type)
+        if reason:
+            raise ValueError(f"model.compile=true, but torch.compile cannot run here: "
+                             f"{reason}. Set model.compile=false")
 
     @classmethod
     def build_model(cls, cfg: UamixAudioMAEConfig, task):
@@ -186,6 +204,10 @@ class UamixAudioMAEModel(BaseFairseqModel):
 
     def _encode(self, x):
         """Tokens of x; the frozen part of the current stage runs without autograd."""
+        if self.cfg.compile and not self._compiled:  # now the device is known
+            self._check_compile(x.device.type)
+            compile_encoder_blocks(self.encoder)
+            self._compiled = True
         return self.encoder(x, trainable_blocks=self.trainable_blocks)
 
     def forward(self, view1, view2, mixed=None):
