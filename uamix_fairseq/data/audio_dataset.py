@@ -22,6 +22,8 @@ class AudioClipDataset(FairseqDataset):
 
     Training crops start at a random offset drawn from ``(seed, epoch, index)``, so a
     resumed run sees the same crops; evaluation crops start at 0 (as AudioMAE does).
+    Only the crop is decoded from clips over 60 s (``load_audio(start=, num_samples=)``),
+    with the same samples as cropping the whole decode.
     With ``skip_bad_audio`` an unreadable or invalid clip is dropped from its batch,
     counted and logged instead of stopping the run.
     """
