@@ -8,7 +8,8 @@ import soundfile as sf
 import torch
 from scipy.signal import resample_poly
 
-from uamix_fairseq.audio import AudioError, load_audio, resample_waveform, validate_waveform
+from uamix_fairseq.audio import (AudioError, _resampler, audio_length, load_audio,
+                                 resample_waveform, validate_waveform)
 
 
 def _sine(freq, sample_rate, num_samples, amplitude=0.5, phase=0.3):
@@ -276,3 +277,121 @@ def test_unreasonable_rate_pair_is_refused_before_building(tmp_path):
     with pytest.raises(AudioError, match="sox") as err:
         load_audio(path, sample_rate=16001, resample=True)
     assert path in str(err.value)
+
+
+# ---------------------------------------------------------------------------
+# load_audio(start=, num_samples=): parts of long files
+# ---------------------------------------------------------------------------
+# `whole_file_seconds=0.5` makes these few-second files "long", so that the
+# partial-read path runs without writing minutes of audio.
+
+
+def _noise_file(path, frames, sample_rate=16000, channels=1, subtype="PCM_16", seed=0):
+    rng = np.random.default_rng(seed)
+    data = (0.2 * rng.standard_normal((frames, channels))).astype(np.float32)
+    sf.write(str(path), data, sample_rate, subtype=subtype)
+    return str(path)
+
+
+def _count_reads(monkeypatch):
+    """Record (start, stop) of every sf.read call; returns the list."""
+    calls = []
+    real_read = sf.read
+
+    def spy(file, frames=-1, start=0, stop=None, **kw):
+        calls.append((start, stop))
+        return real_read(file, frames=frames, start=start, stop=stop, **kw)
+
+    monkeypatch.setattr(sf, "read", spy)
+    return calls
+
+
+@pytest.mark.parametrize("name,channels,subtype", [
+    ("pcm16.wav", 1, "PCM_16"), ("float.wav", 2, "FLOAT"), ("pcm24.flac", 2, "PCM_24"),
+    ("pcm16.aiff", 1, "PCM_16")])
+def test_part_of_a_long_file_equals_whole_read_then_slice(tmp_path, name, channels, subtype):
+    frames, part = 3 * 16000 + 123, 20480
+    path = _noise_file(tmp_path / name, frames, channels=channels, subtype=subtype)
+    # The old way, independently: decode everything, average channels, slice.
+    whole = torch.from_numpy(sf.read(path, dtype="float32", always_2d=True)[0]
+                             .mean(axis=1, dtype=np.float32))
+    assert torch.equal(load_audio(path), whole)
+    for start in (0, 1, 4095, 12345, frames - part - 1, frames - part, frames - 100):
+        got = load_audio(path, start=start, num_samples=part, whole_file_seconds=0.5)
+        assert got.dtype == torch.float32
+        assert torch.equal(got, whole[start:start + part]), start
+
+
+def test_part_read_decodes_only_the_part_and_the_last_frame(tmp_path, monkeypatch):
+    # 61 s: longer than the default whole_file_seconds (60).
+    frames = 61 * 16000
+    path = _noise_file(tmp_path / "long.wav", frames)
+    expected = load_audio(path)[700_000:720_480]
+    calls = _count_reads(monkeypatch)
+    got = load_audio(path, start=700_000, num_samples=20480)
+    assert torch.equal(got, expected)
+    assert calls == [(700_000, 720_480), (frames - 1, None)]
+    # A file up to 60 s, or a request for all of it, is decoded whole as before.
+    calls.clear()
+    short = _noise_file(tmp_path / "short.wav", 60 * 16000)
+    load_audio(short, start=5, num_samples=100)
+    load_audio(path, start=0, num_samples=None)
+    assert calls == [(0, None), (0, None)]
+
+
+@pytest.mark.parametrize("orig_sr", [44100, 22050, 8000])
+def test_resampled_part_equals_whole_resample_then_slice(tmp_path, monkeypatch, orig_sr):
+    frames, part = 3 * orig_sr + 17, 20480
+    path = _noise_file(tmp_path / "r.wav", frames, sample_rate=orig_sr, channels=2)
+    whole = load_audio(path, resample=True)
+    length = whole.shape[0]
+    assert audio_length(path, resample=True) == length
+    calls = _count_reads(monkeypatch)
+    for start in (0, 3, 7777, length - part - 5, length - part):
+        got = load_audio(path, resample=True, start=start, num_samples=part,
+                         whole_file_seconds=0.5)
+        assert torch.equal(got, whole[start:start + part]), start
+    # Each part read only its own frames plus the filter's margin (the half-length
+    # `pad` and at most one filter block of `down` frames on each side), and the last
+    # frame.
+    up, down, _, pad = _resampler(orig_sr, 16000)
+    assert len(calls) == 10
+    for (lo, hi), (last, _) in zip(calls[::2], calls[1::2]):
+        assert hi - lo <= math.ceil(part * down / up) + 2 * (down + pad)
+        assert last == frames - 1
+
+
+def test_part_read_still_refuses_truncated_files(tmp_path):
+    full = tmp_path / "full.flac"
+    _noise_file(full, 4 * 16000)
+    cut = tmp_path / "cut.flac"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    # The part lies in the frames present; the file's end does not.
+    with pytest.raises(AudioError, match="truncated|corrupt") as err:
+        load_audio(cut, start=100, num_samples=4000, whole_file_seconds=0.5)
+    assert str(cut) in str(err.value)
+    wav = tmp_path / "full.wav"
+    _noise_file(wav, 4 * 16000)
+    cut_wav = tmp_path / "cut.wav"
+    cut_wav.write_bytes(wav.read_bytes()[: 44 + 2 * 30000])
+    with pytest.raises(AudioError, match="truncated") as err:
+        load_audio(cut_wav, start=100, num_samples=4000, whole_file_seconds=0.5)
+    assert str(cut_wav) in str(err.value) and "64000" in str(err.value)
+
+
+def test_part_read_checks_nan_in_the_part_and_not_silence(tmp_path):
+    data = np.zeros(4 * 16000, dtype=np.float32)
+    data[40000:] = 0.1
+    data[50000] = np.nan
+    path = _write(tmp_path / "mixed.wav", data, subtype="FLOAT")
+    with pytest.raises(AudioError, match="1 sample\\(s\\) are NaN") as err:
+        load_audio(path, start=45000, num_samples=8000, whole_file_seconds=0.5)
+    assert path in str(err.value)
+    # A silent stretch of a long recording is a valid crop (the whole file is not
+    # silent, and is refused as a whole only for its NaN).
+    silent = load_audio(path, start=1000, num_samples=8000, whole_file_seconds=0.5)
+    assert silent.shape == (8000,) and not bool(silent.any())
+    with pytest.raises(AudioError, match="NaN"):
+        load_audio(path, start=1000, num_samples=8000)  # short file: whole-file checks
+    with pytest.raises(ValueError, match="start"):
+        load_audio(path, start=-1)

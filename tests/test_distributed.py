@@ -466,7 +466,10 @@ def test_two_rank_cpu_training_end_to_end(tmp_path):
 
 # ------------------------------------------------------------------ the launcher alone
 # A stand-in for fairseq-hydra-train: records its rank's pid and arguments, then exits
-# with FAKE_EXIT_<rank> (default 0) or sleeps for a minute if that is "hang".
+# with FAKE_EXIT_<rank> (default 0) or sleeps for a minute if that is "hang". With
+# "lockstep" it trains for a minute like a real rank: rank 1 prints a step every 0.1 s,
+# and rank 0 prints a step only when rank 1 has made one (as if they met in a
+# collective), so a stopped rank 1 silences both.
 _FAKE_RANK = '''
 import os, sys, time
 rank = int(next(a for a in sys.argv if "distributed_rank=" in a).split("=")[1])
@@ -478,6 +481,18 @@ with open(os.path.join(out, f"rank{rank}.pid"), "w") as f:
 what = os.environ.get(f"FAKE_EXIT_{rank}", "0")
 if what == "hang":
     time.sleep(60)
+if what == "lockstep":
+    step_file, seen = os.path.join(out, "step"), None
+    for _ in range(600):
+        if rank == 1:
+            with open(step_file + ".tmp", "w") as f:
+                f.write(str(time.monotonic()))
+            os.replace(step_file + ".tmp", step_file)
+            print("rank 1 step", flush=True)
+        elif os.path.exists(step_file) and open(step_file).read() != seen:
+            seen = open(step_file).read()
+            print("rank 0 step", flush=True)
+        time.sleep(0.1)
 time.sleep(0.3)
 sys.exit(int(what))
 '''
@@ -564,3 +579,81 @@ def test_launcher_forwards_signals(tmp_path, sig, status):
     assert "stopping all ranks" in proc.stderr.read()
     for r in range(2):
         assert _gone(int((tmp_path / f"rank{r}.pid").read_text()))
+
+
+def _wait_for_pids(tmp_path, proc, world=2, timeout=30):
+    deadline = time.monotonic() + timeout
+    while not all((tmp_path / f"rank{r}.pid").exists() for r in range(world)):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    return [int((tmp_path / f"rank{r}.pid").read_text()) for r in range(world)]
+
+
+def _group_gone(pgid, timeout=5):
+    """True once no process of the launcher's process group is left."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+WATCHDOG = 3  # seconds
+
+
+def test_launcher_watchdog_stops_a_run_with_a_stopped_rank(tmp_path):
+    env = _fake_env(tmp_path, {0: "lockstep", 1: "lockstep"})
+    proc = subprocess.Popen(["bash", LAUNCHER, "--watchdog", str(WATCHDOG), "2"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    pids = []
+    try:
+        pids = _wait_for_pids(tmp_path, proc)
+        time.sleep(WATCHDOG + 1)  # healthy steps for longer than the watchdog
+        assert proc.poll() is None, proc.communicate()
+        os.kill(pids[1], signal.SIGSTOP)
+        stopped_at = time.monotonic()
+        out, err = proc.communicate(timeout=WATCHDOG + 20)
+        elapsed = time.monotonic() - stopped_at
+    finally:
+        for pid in pids:
+            if not _gone(pid):
+                os.kill(pid, signal.SIGCONT)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 124, err
+    # The watchdog checks every 0.2 s with 1 s clock resolution; SIGTERM then ends both.
+    assert WATCHDOG - 1 <= elapsed <= WATCHDOG + 5, (elapsed, err)
+    assert re.search(r"no rank printed a line for \d+ s \(--watchdog %d\)" % WATCHDOG, err)
+    assert f"stopped (SIGSTOP or a debugger): rank 1 (pid {pids[1]})" in err
+    assert "stopping all ranks" in err
+    assert "rank 0 step" in out and "[rank 1] rank 1 step" in out  # output still shown
+    assert all(_gone(pid) for pid in pids)
+    assert _group_gone(proc.pid)  # no rank and no output filter left behind
+
+
+def test_launcher_watchdog_stops_silent_ranks_none_stopped(tmp_path):
+    env = _fake_env(tmp_path, {0: "hang", 1: "hang"})  # silent, as if deadlocked
+    t0 = time.monotonic()
+    out = subprocess.run(["bash", LAUNCHER, "--watchdog=2", "2"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 124 and time.monotonic() - t0 < 20, out.stderr
+    assert "no rank is stopped" in out.stderr and "raise it" in out.stderr
+    assert all(_gone(int((tmp_path / f"rank{r}.pid").read_text())) for r in range(2))
+
+
+def test_launcher_watchdog_option_and_logs(tmp_path):
+    logs = tmp_path / "logs"
+    env = dict(_fake_env(tmp_path), UAMIX_LOG_DIR=str(logs), UAMIX_WATCHDOG="30")
+    ok = subprocess.run(["bash", LAUNCHER, "2", "a.b=1"], env=env, capture_output=True,
+                        text=True, timeout=60)
+    assert ok.returncode == 0 and "watchdog 30 s" in ok.stderr, ok.stderr
+    assert (tmp_path / "rank1.args").read_text().splitlines()[0] == "a.b=1"
+    assert [p.name for p in sorted(logs.iterdir())] == ["rank0.log", "rank1.log"]
+    bad = subprocess.run(["bash", LAUNCHER, "--watchdog", "soon", "2"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "whole number of seconds" in bad.stderr

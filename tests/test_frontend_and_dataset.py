@@ -93,3 +93,45 @@ def test_bad_clip_error_names_manifest_or_is_skipped(tmp_path):
     batch = skipping.collater([skipping[0], skipping[1]])
     assert batch["id"].tolist() == [0] and skipping.skipped == 1
     assert skipping.collater([skipping[1]]) == {}
+
+
+def _old_crop(ds, path, index, resample=False):
+    """The dataset before partial reads: decode the whole file, then crop it."""
+    from uamix_fairseq.audio import load_audio
+    wav = load_audio(path, resample=resample)
+    excess = wav.shape[0] - ds.max_samples
+    if excess <= 0:
+        return wav
+    start = 0
+    if ds.random_crop:
+        rng = np.random.default_rng((ds.seed, ds.epoch, index))
+        start = int(rng.integers(0, excess + 1))
+    return wav[start:start + ds.max_samples]
+
+
+def test_crops_of_long_files_equal_whole_read_then_crop(tmp_path, monkeypatch):
+    # Clips over 60 s are read in part (see load_audio); the crops must not change.
+    root = tmp_path / "audio"
+    root.mkdir()
+    entries = []
+    for i, (seconds, rate) in enumerate([(61, 16000), (62.5, 16000), (2, 16000), (61, 22050)]):
+        n = int(seconds * rate)
+        sf.write(root / f"c{i}.wav", 0.2 * np.random.default_rng(i).standard_normal(n), rate)
+        entries.append((f"c{i}.wav", n))
+    write_manifest(tmp_path / "train.tsv", str(root), entries)
+    paths = [str(root / f"c{i}.wav") for i in range(4)]
+    for random_crop in (True, False):
+        ds = AudioClipDataset(str(tmp_path / "train.tsv"), max_samples=20480, seed=5,
+                              resample=True, random_crop=random_crop)
+        for epoch in (1, 2, 3):
+            ds.set_epoch(epoch)
+            for i in range(4):
+                old = _old_crop(ds, paths[i], i, resample=True)
+                assert torch.equal(ds[i]["source"], old - old.mean()), (random_crop, epoch, i)
+    # ... and only the crop was decoded from the long 16 kHz file.
+    reads = []
+    real_read = sf.read
+    monkeypatch.setattr(sf, "read", lambda f, *a, **kw: reads.append(kw) or real_read(f, *a, **kw))
+    ds.set_epoch(1)
+    ds[0]
+    assert [(r.get("start"), r.get("stop")) for r in reads] == [(0, 20480), (61 * 16000 - 1, None)]

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from fairseq.data import FairseqDataset
 
-from ..audio import AudioError, load_audio
+from ..audio import AudioError, audio_length, load_audio
 from ..manifest import read_manifest
 
 logger = logging.getLogger(__name__)
@@ -22,6 +22,8 @@ class AudioClipDataset(FairseqDataset):
 
     Training crops start at a random offset drawn from ``(seed, epoch, index)``, so a
     resumed run sees the same crops; evaluation crops start at 0 (as AudioMAE does).
+    Only the crop is decoded from clips over 60 s (``load_audio(start=, num_samples=)``),
+    with the same samples as cropping the whole decode.
     With ``skip_bad_audio`` an unreadable or invalid clip is dropped from its batch,
     counted and logged instead of stopping the run.
     """
@@ -53,21 +55,26 @@ class AudioClipDataset(FairseqDataset):
     def can_reuse_epoch_itr_across_epochs(self):
         return False  # crops depend on the epoch
 
-    def _crop(self, wav: torch.Tensor, index: int) -> torch.Tensor:
-        excess = wav.shape[0] - self.max_samples
-        if excess <= 0:
-            return wav
-        start = 0
-        if self.random_crop:
-            rng = np.random.default_rng((self.seed, self.epoch, index))
-            start = int(rng.integers(0, excess + 1))
-        return wav[start:start + self.max_samples]
+    def _crop_start(self, length: int, index: int) -> int:
+        """First sample of the crop of clip ``index``, whose whole length is ``length``
+        samples (the decoded file's, not the manifest's: they agree unless the file was
+        replaced). Drawn from ``(seed, epoch, index)`` exactly as before partial reads,
+        so runs and resumes see the same crops."""
+        excess = length - self.max_samples
+        if excess <= 0 or not self.random_crop:
+            return 0
+        rng = np.random.default_rng((self.seed, self.epoch, index))
+        return int(rng.integers(0, excess + 1))
 
     def __getitem__(self, index):
         path = self.manifest.full_path(index)
         try:
+            # Only the crop is decoded from long files (see load_audio).
+            length = audio_length(path, sample_rate=self.sample_rate, resample=self.resample)
             wav = load_audio(path, sample_rate=self.sample_rate, resample=self.resample,
-                             min_samples=self.min_samples)
+                             min_samples=self.min_samples,
+                             start=self._crop_start(length, index),
+                             num_samples=self.max_samples)
         except AudioError as e:
             if not self.skip_bad_audio:
                 raise AudioError(f"{e} (manifest {self.manifest_path}, clip {index}; set "
@@ -75,7 +82,6 @@ class AudioClipDataset(FairseqDataset):
             self.skipped += 1
             logger.warning("skipping clip %d (%d skipped so far): %s", index, self.skipped, e)
             return {"id": index, "source": None}
-        wav = self._crop(wav, index)
         # AudioMAE subtracts each clip's mean before the filterbank; doing it here, on
         # the real samples, keeps batch padding from shifting the mean.
         return {"id": index, "source": wav - wav.mean()}
