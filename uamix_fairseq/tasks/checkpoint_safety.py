@@ -82,10 +82,14 @@ class _AtomicCopyPathManager(PathManager):
 
 
 def _restore_path(cfg, trainer):
-    """The file fairseq's load_checkpoint will restore, as it computes it."""
-    if cfg.restore_file == DEFAULT_RESTORE:
-        return os.path.join(cfg.save_dir, f"checkpoint_last{trainer.checkpoint_suffix}.pt")
-    return cfg.restore_file
+    """The file fairseq's load_checkpoint will restore, as it computes it (for the
+    messages; a finetune_from_model start resets the update count anyway)."""
+    if cfg.restore_file != DEFAULT_RESTORE:
+        return cfg.restore_file
+    last = os.path.join(cfg.save_dir, f"checkpoint_last{trainer.checkpoint_suffix}.pt")
+    if not os.path.exists(last) and getattr(cfg, "continue_once", None) is not None:
+        return cfg.continue_once
+    return last
 
 
 def _complete_fallback(cfg, trainer):
@@ -93,7 +97,7 @@ def _complete_fallback(cfg, trainer):
     restore instead of an unreadable checkpoint_last.pt."""
     if cfg.restore_file != DEFAULT_RESTORE or trainer.checkpoint_suffix:
         return None  # a file the user chose (fairseq reports it), or sharded checkpoints
-    last = _restore_path(cfg, trainer)
+    last = os.path.join(cfg.save_dir, "checkpoint_last.pt")
     if not os.path.exists(last) or is_complete(last):
         return None
     fallback = newest_complete_checkpoint(cfg.save_dir, exclude={os.path.basename(last)})
