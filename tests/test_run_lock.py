@@ -10,13 +10,17 @@ import pytest
 
 from uamix_fairseq.run_lock import LOCK_NAME, FolderInUseError, lock_folder
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODULE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                      "uamix_fairseq", "run_lock.py")
 
 # Takes the lock, says so, then waits to be killed (or fails with the error message).
+# Loads run_lock.py by its path: importing the package would import fairseq (seconds).
 _HOLDER = """
-import sys, time
-sys.path.insert(0, {repo!r})
-from uamix_fairseq.run_lock import FolderInUseError, lock_folder
+import importlib.util, sys, time
+spec = importlib.util.spec_from_file_location("run_lock", {module!r})
+run_lock = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(run_lock)
+FolderInUseError, lock_folder = run_lock.FolderInUseError, run_lock.lock_folder
 try:
     lock_folder({folder!r})
 except FolderInUseError as e:
@@ -28,7 +32,7 @@ time.sleep(120)
 
 
 def _holder(folder):
-    proc = subprocess.Popen([sys.executable, "-c", _HOLDER.format(repo=REPO, folder=folder)],
+    proc = subprocess.Popen([sys.executable, "-c", _HOLDER.format(module=MODULE, folder=folder)],
                             stdout=subprocess.PIPE, text=True)
     return proc, proc.stdout.readline().strip()
 
