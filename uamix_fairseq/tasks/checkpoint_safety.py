@@ -128,8 +128,9 @@ def _exit_if_finished(trainer, epoch_itr, restored):
         return
     logger.info(
         f"This run is finished: {restored} is at update {updates} (epoch "
-        f"{epoch_itr.epoch}), which already reaches {reached}. Nothing was trained or "
-        f"written. To train longer, {longer}; the run then resumes from this checkpoint.")
+        f"{epoch_itr.epoch}), which already reaches {reached}. No update was trained and no "
+        f"checkpoint written. To train longer, {longer}; the run then resumes from this "
+        "checkpoint.")
     sys.exit(0)
 
 
