@@ -51,12 +51,23 @@ def tiny_overrides(corpus, ckpt, save_dir, **extra):
     return [f"++{k}={v}" for k, v in args.items()]
 
 
-def run_train(overrides, cwd, timeout=300, config_name="demo"):
-    """Run fairseq-hydra-train; returns (returncode, combined output)."""
-    cmd = [os.path.join(os.path.dirname(sys.executable), "fairseq-hydra-train"),
-           "--config-dir", os.path.join(REPO, "configs"), "--config-name", config_name,
-           *overrides]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
+def train_command(overrides, config_name="demo", script=None):
+    """The fairseq-hydra-train command line; ``script``: a python file run instead
+    (one that ends in fairseq_cli.hydra_train.cli_main, e.g. fault_train.py)."""
+    entry = ([sys.executable, script] if script else
+             [os.path.join(os.path.dirname(sys.executable), "fairseq-hydra-train")])
+    return [*entry, "--config-dir", os.path.join(REPO, "configs"),
+            "--config-name", config_name, *overrides]
+
+
+def train_env(**extra):
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore", **extra)
+
+
+def run_train(overrides, cwd, timeout=300, config_name="demo", script=None, env=None):
+    """Run fairseq-hydra-train; returns (returncode, combined output). ``env``: extra
+    environment variables."""
+    proc = subprocess.run(train_command(overrides, config_name, script), cwd=cwd,
+                          env=train_env(**(env or {})), capture_output=True, text=True,
                           timeout=timeout)
     return proc.returncode, proc.stdout + proc.stderr

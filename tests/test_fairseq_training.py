@@ -109,6 +109,27 @@ def test_resume_reproduces_the_run(trained, tmp_path):
                                    msg=f"{k} differs after resume")
 
 
+def test_rerun_of_a_finished_run_trains_nothing(trained, tmp_path):
+    """The same command again after max_update: it says so and exits 0, without a
+    step 7 and without touching a checkpoint (checkpoint_best.pt included)."""
+    save_dir = str(tmp_path / "done")
+    shutil.copytree(trained["save_dir"], save_dir)
+
+    def files():
+        return {n: os.stat(os.path.join(save_dir, n)).st_mtime_ns
+                for n in os.listdir(save_dir) if n.endswith(".pt")}
+
+    before = files()
+    code, log = run_train(tiny_overrides(trained["corpus"], trained["ckpt"], save_dir),
+                          cwd=str(tmp_path))
+    assert code == 0, log[-3000:]
+    assert (f"This run is finished: {save_dir}/checkpoint_last.pt is at update 6 (epoch 1)"
+            ", which already reaches optimization.max_update=6") in log, log[-3000:]
+    assert "raise optimization.max_update" in log
+    assert "num_updates=7" not in log and "Saving checkpoint" not in log
+    assert files() == before
+
+
 @pytest.mark.parametrize("override, message", [
     ({"model.freeze_schedule": "'[(0, 0), (3, 20)]'"},
      "asks for 20 trainable blocks at update 3, but the encoder has 4"),
