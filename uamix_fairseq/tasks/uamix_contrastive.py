@@ -7,6 +7,7 @@ the model and criterion the update number, and before the optimizer step marks t
 frozen parameter groups, so that frozen blocks stay bit-identical.
 """
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass, field, replace
@@ -15,7 +16,7 @@ import torch
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.models import BaseFairseqModel
 from fairseq.tasks import FairseqTask, register_task
-from omegaconf import II, MISSING
+from omegaconf import II, MISSING, OmegaConf, open_dict
 
 from ..data.audio_dataset import AudioClipDataset
 from ..distributed import rank_and_world
@@ -192,7 +193,11 @@ class UamixContrastiveTask(MonitorMixin, EncoderStateMixin, FairseqTask):
         # rebuilt without the AudioMAE file (see UamixAudioMAEModel.build_model).
         self._init_encoder_state()
         self._init_monitor()
-        self.num_train_clips = self._count_clips("train")
+        # The support queue is capped at the training clips, and its clip indices are
+        # checked against this manifest when a checkpoint is loaded (models/uamix_audiomae.py).
+        train = self._read_manifest("train")
+        self.num_train_clips = len(train) if train is not None else None
+        self.train_clips_id = train.clip_list_id() if train is not None else 0
         self.train_clip_labels = self._diagnostic_labels("train")
 
     @classmethod
@@ -203,11 +208,25 @@ class UamixContrastiveTask(MonitorMixin, EncoderStateMixin, FairseqTask):
     def _manifest_path(self, split):
         return os.path.join(self.cfg.data, f"{split}.tsv")
 
-    def _count_clips(self, split):
+    def _read_manifest(self, split):
+        """The split's manifest, or None where there is none (e.g. a checkpoint loaded
+        on a machine without the data: the model then takes its sizes from the
+        checkpoint)."""
         path = self._manifest_path(split)
         if self.cfg.data == MISSING or not os.path.isfile(path):
             return None
-        return len(read_manifest(path))
+        return read_manifest(path)
+
+    def build_model(self, cfg, from_checkpoint=False):
+        model = super().build_model(cfg, from_checkpoint)
+        inner = find_uamix_model(model)
+        if hasattr(cfg, "effective_queue_size"):
+            # fairseq builds the model from a merged copy of ``cfg``; writing the size
+            # into the caller's node puts it into the checkpoint's saved config, from
+            # which load_model_ensemble_and_task rebuilds the model without train.tsv.
+            with open_dict(cfg) if OmegaConf.is_config(cfg) else contextlib.nullcontext():
+                cfg.effective_queue_size = inner.cfg.effective_queue_size
+        return model
 
     def _diagnostic_labels(self, split):
         """Class index per clip of ``<data>/<split>.label`` when that file exists (-1 for
