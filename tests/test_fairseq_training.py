@@ -115,6 +115,8 @@ def test_resume_reproduces_the_run(trained, tmp_path):
     ({"optimizer._name": "adam"}, "needs optimizer._name=uamix_adamw"),
     ({"criterion.temperature": 0}, "criterion.temperature must be > 0"),
     ({"task.num_frames": 40}, "multiples of the 16x16 patch size"),
+    ({"dataset.batch_size": 1}, "dataset.batch_size=1: task uamix_contrastive needs at "
+     "least 2 clips per batch"),
 ])
 def test_config_errors_are_clear(trained, tmp_path, override, message):
     code, log = run_train(tiny_overrides(trained["corpus"], trained["ckpt"],
@@ -304,3 +306,46 @@ def test_averaged_checkpoint_evaluates_and_trains_on(trained, tmp_path, caplog):
                              weights_only=False)["model"]
     idx, ptr = queue_state["support_queue.indices"], queue_state["support_queue.state"]
     assert torch.equal(idx, idx.round()) and ptr.tolist() == [8.0, 8.0]  # 2 updates x 4
+
+
+def _corpus_copy(trained, tmp_path):
+    corpus = str(tmp_path / "corpus")
+    shutil.copytree(trained["corpus"], corpus)
+    os.remove(os.path.join(corpus, "train.label"))  # only feeds nn_purity
+    with open(os.path.join(corpus, "train.tsv")) as f:
+        lines = f.read().splitlines()
+    return corpus, lines
+
+
+def test_one_clip_manifest_is_refused_by_name(trained, tmp_path):
+    """Issue 11.8: a one-clip train.tsv stops at start-up with the manifest's name."""
+    corpus, lines = _corpus_copy(trained, tmp_path)
+    with open(os.path.join(corpus, "train.tsv"), "w") as f:
+        f.write("\n".join(lines[:2]) + "\n")
+    code, log = run_train(tiny_overrides(corpus, trained["ckpt"], str(tmp_path / "c")),
+                          cwd=str(tmp_path))
+    assert code != 0
+    assert "train.tsv lists 1 clip(s), but task uamix_contrastive needs at least 2" in log, \
+        log[-3000:]
+
+
+def test_batches_shrunk_by_bad_audio_are_dropped(trained, tmp_path):
+    """Issue 11.8: with every other training clip unreadable and 2 clips per batch,
+    batches left with one clip (or none, the first one included) are dropped and
+    counted; training reaches max_update."""
+    corpus, lines = _corpus_copy(trained, tmp_path)
+    root = lines[0]
+    for line in lines[1::2]:
+        with open(os.path.join(root.replace(trained["corpus"], corpus),
+                               line.split("\t")[0]), "wb") as f:
+            f.write(b"not audio")
+    with open(os.path.join(corpus, "train.tsv"), "w") as f:  # the copy's audio
+        f.write("\n".join([root.replace(trained["corpus"], corpus)] + lines[1:]) + "\n")
+    save_dir = str(tmp_path / "c")
+    code, log = run_train(tiny_overrides(corpus, trained["ckpt"], save_dir, **{
+        "task.skip_bad_audio": "true", "dataset.batch_size": 2,
+        "optimization.max_update": 4}), cwd=str(tmp_path))
+    assert code == 0, log[-3000:]
+    assert "dropping a batch of 2 clips: only 1 readable left" in log
+    assert "dropped_batches=1" in log and "every batch of it was dropped" in log
+    assert "num_updates=4" in log and "Traceback" not in log and "loss=nan" not in log
