@@ -300,8 +300,10 @@ class UamixContrastiveTask(MonitorMixin, EncoderStateMixin, FairseqTask):
         if ignore_grad:
             loss *= 0
             # Its loss (NaN: every column masked) is no result; log only that a dummy
-            # batch ran. Every rank logs the same keys (fairseq sums them by key).
-            logging_output = dict.fromkeys(logging_output, 0)
+            # batch ran. Every rank logs the same keys, tensors as tensors (fairseq
+            # sums them across ranks by key and by kind).
+            logging_output = {k: torch.zeros_like(v) if torch.is_tensor(v) else 0
+                              for k, v in logging_output.items()}
         logging_output["dropped_batches"] = int(ignore_grad)
         optimizer.backward(loss)
         return loss, sample_size, logging_output
