@@ -136,6 +136,8 @@ def test_rerun_of_a_finished_run_trains_nothing(trained, tmp_path):
     ({"optimizer._name": "adam"}, "needs optimizer._name=uamix_adamw"),
     ({"criterion.temperature": 0}, "criterion.temperature must be > 0"),
     ({"task.num_frames": 40}, "multiples of the 16x16 patch size"),
+    ({"dataset.batch_size": 1}, "dataset.batch_size=1: task uamix_contrastive needs at "
+     "least 2 clips per batch"),
 ])
 def test_config_errors_are_clear(trained, tmp_path, override, message):
     code, log = run_train(tiny_overrides(trained["corpus"], trained["ckpt"],
@@ -229,3 +231,142 @@ def test_second_model_of_a_task_still_reads_its_file(trained):
     original = torch.load(trained["ckpt"], weights_only=False)["model"]
     for m in (first, second):
         assert torch.equal(m.encoder.blocks[0].attn.qkv.weight, original["blocks.0.attn.qkv.weight"])
+
+
+def _train_clips(corpus):
+    with open(os.path.join(corpus, "train.tsv")) as f:
+        return len(f.read().splitlines()) - 1
+
+
+def test_checkpoint_loads_without_the_data(trained, tmp_path):
+    """Issue 11.3: the model (its support queue capped at the training clips included)
+    rebuilds from the checkpoint alone, and so do the tools that read checkpoints."""
+    from fairseq import checkpoint_utils
+    from uamix_fairseq import export
+    from uamix_fairseq.embed import EmbedConfig, load_encoder
+
+    path = os.path.join(trained["save_dir"], "checkpoint_last.pt")
+    clips = _train_clips(trained["corpus"])
+    moved = str(tmp_path / "corpus")
+    shutil.move(trained["corpus"], moved)
+    try:
+        models, cfg, task = checkpoint_utils.load_model_ensemble_and_task([path])
+        assert export.main([path, str(tmp_path / "enc.pth")]) == 0
+        encoder = load_encoder(path, EmbedConfig(num_frames=32))
+    finally:
+        shutil.move(moved, trained["corpus"])
+    model = models[0].eval()
+    assert cfg.model.effective_queue_size == clips == model.support_queue.size
+    saved = torch.load(path, weights_only=False)["model"]
+    for name in ("features", "indices", "state"):  # the queue itself, not an empty one
+        assert torch.equal(getattr(model.support_queue, name), saved["support_queue." + name])
+    assert model.support_queue.filled > 0
+    x = torch.randn(2, 1, 32, 128)
+    with torch.no_grad():
+        torch.testing.assert_close(encoder.eval().embed(x), model.embed(x))
+
+
+def test_resume_after_the_manifest_grew(trained, tmp_path):
+    """Issue 11.3: more training clips make a longer queue; resuming says why the
+    saved one is emptied and trains on."""
+    corpus = str(tmp_path / "corpus")
+    shutil.copytree(trained["corpus"], corpus)
+    for ext in ("tsv", "label"):  # the valid clips join the training set
+        with open(os.path.join(corpus, f"valid.{ext}")) as f:
+            rows = f.read().splitlines()[1:] if ext == "tsv" else f.read().splitlines()
+        with open(os.path.join(corpus, f"train.{ext}"), "a") as f:
+            f.write("".join(r + "\n" for r in rows))
+    save_dir = str(tmp_path / "ckpt")
+    shutil.copytree(trained["save_dir"], save_dir)
+    code, log = run_train(tiny_overrides(corpus, trained["ckpt"], save_dir, **{
+        "optimization.max_update": 7}), cwd=str(tmp_path))
+    assert code == 0, log[-3000:]
+    assert "support queue emptied on load" in log, log[-3000:]
+    assert f"holds {_train_clips(trained['corpus'])} entries" in log
+    state = torch.load(os.path.join(save_dir, "checkpoint_last.pt"), weights_only=False)
+    assert state["model"]["support_queue.features"].shape[0] == _train_clips(corpus)
+    assert state["cfg"]["model"]["effective_queue_size"] == _train_clips(corpus)
+
+
+def _average_model_states(paths):
+    """What fairseq's scripts/average_checkpoints.py does to the `model` entries: the
+    element-wise mean of every tensor (float tensors summed, then divided)."""
+    states = [torch.load(p, map_location="cpu", weights_only=False)["model"] for p in paths]
+    return {k: sum(s[k].double() for s in states).div(len(states)).to(states[0][k].dtype)
+            for k in states[0]}
+
+
+def test_averaged_checkpoint_evaluates_and_trains_on(trained, tmp_path, caplog):
+    """Issue 11.6: averaging makes the queue's indices fractional; loading empties
+    the queue (logged) and keeps the averaged encoder; training continues from it."""
+    from fairseq import checkpoint_utils
+
+    a, b = (os.path.join(trained["save_dir"], f) for f in ("checkpoint_1_3.pt",
+                                                           "checkpoint_last.pt"))
+    averaged = _average_model_states([a, b])
+    idx = averaged["support_queue.indices"]
+    assert not torch.equal(idx, idx.round())  # the defect: fractional clip indices
+    state = torch.load(b, weights_only=False)
+    state["model"] = averaged
+    path = str(tmp_path / "averaged.pt")
+    torch.save(state, path)
+    with caplog.at_level("WARNING", logger="uamix_fairseq.models.uamix_audiomae"):
+        models, _, _ = checkpoint_utils.load_model_ensemble_and_task([path])
+    assert "support queue emptied on load" in caplog.text
+    queue = models[0].support_queue
+    assert queue.filled == 0 and (queue.indices == -1).all() and int(queue.state[0]) == 0
+    key = "encoder.blocks.3.attn.qkv.weight"
+    assert torch.equal(models[0].state_dict()[key], averaged[key])
+
+    save_dir = str(tmp_path / "ckpt")
+    code, log = run_train(tiny_overrides(trained["corpus"], trained["ckpt"], save_dir, **{
+        "checkpoint.restore_file": path, "optimization.max_update": 8}), cwd=str(tmp_path))
+    assert code == 0, log[-3000:]
+    assert "support queue emptied on load" in log
+    queue_state = torch.load(os.path.join(save_dir, "checkpoint_last.pt"),
+                             weights_only=False)["model"]
+    idx, ptr = queue_state["support_queue.indices"], queue_state["support_queue.state"]
+    assert torch.equal(idx, idx.round()) and ptr.tolist() == [8.0, 8.0]  # 2 updates x 4
+
+
+def _corpus_copy(trained, tmp_path):
+    corpus = str(tmp_path / "corpus")
+    shutil.copytree(trained["corpus"], corpus)
+    os.remove(os.path.join(corpus, "train.label"))  # only feeds nn_purity
+    with open(os.path.join(corpus, "train.tsv")) as f:
+        lines = f.read().splitlines()
+    return corpus, lines
+
+
+def test_one_clip_manifest_is_refused_by_name(trained, tmp_path):
+    """Issue 11.8: a one-clip train.tsv stops at start-up with the manifest's name."""
+    corpus, lines = _corpus_copy(trained, tmp_path)
+    with open(os.path.join(corpus, "train.tsv"), "w") as f:
+        f.write("\n".join(lines[:2]) + "\n")
+    code, log = run_train(tiny_overrides(corpus, trained["ckpt"], str(tmp_path / "c")),
+                          cwd=str(tmp_path))
+    assert code != 0
+    assert "train.tsv lists 1 clip(s), but task uamix_contrastive needs at least 2" in log, \
+        log[-3000:]
+
+
+def test_batches_shrunk_by_bad_audio_are_dropped(trained, tmp_path):
+    """Issue 11.8: with every other training clip unreadable and 2 clips per batch,
+    batches left with one clip (or none, the first one included) are dropped and
+    counted; training reaches max_update."""
+    corpus, lines = _corpus_copy(trained, tmp_path)
+    root = lines[0]
+    for line in lines[1::2]:
+        with open(os.path.join(root.replace(trained["corpus"], corpus),
+                               line.split("\t")[0]), "wb") as f:
+            f.write(b"not audio")
+    with open(os.path.join(corpus, "train.tsv"), "w") as f:  # the copy's audio
+        f.write("\n".join([root.replace(trained["corpus"], corpus)] + lines[1:]) + "\n")
+    save_dir = str(tmp_path / "c")
+    code, log = run_train(tiny_overrides(corpus, trained["ckpt"], save_dir, **{
+        "task.skip_bad_audio": "true", "dataset.batch_size": 2,
+        "optimization.max_update": 4}), cwd=str(tmp_path))
+    assert code == 0, log[-3000:]
+    assert "dropping a batch of 2 clips: only 1 readable left" in log
+    assert "dropped_batches=1" in log and "every batch of it was dropped" in log
+    assert "num_updates=4" in log and "Traceback" not in log and "loss=nan" not in log

@@ -135,3 +135,21 @@ def test_crops_of_long_files_equal_whole_read_then_crop(tmp_path, monkeypatch):
     ds.set_epoch(1)
     ds[0]
     assert [(r.get("start"), r.get("stop")) for r in reads] == [(0, 20480), (61 * 16000 - 1, None)]
+
+
+def test_batch_shrunk_below_the_minimum_is_dropped_and_counted(tmp_path):
+    """Issue 11.8: a batch that skipping bad audio leaves with one clip is dropped
+    (an empty batch: fairseq runs its dummy batch instead), counted, not fatal."""
+    _dataset(tmp_path, [3000, 3000, 3000], rates={1: 8000}, max_samples=4000)
+    ds = AudioClipDataset(str(tmp_path / "train.tsv"), max_samples=4000,
+                          skip_bad_audio=True, min_batch_size=2)
+    assert ds.collater([ds[0], ds[1]]) == {} and ds.dropped_batches == 1
+    assert ds.collater([ds[0], ds[2]])["id"].tolist() == [0, 2]
+    assert ds.collater([ds[1]]) == {} and ds.dropped_batches == 2
+
+
+def test_batches_below_the_minimum_are_refused_or_merged(tmp_path):
+    ds = _dataset(tmp_path, [1000] * 5, max_samples=2000, min_batch_size=3)
+    assert [len(b) for b in ds.batch_by_size(np.arange(5), max_sentences=3)] == [5]
+    with pytest.raises(ValueError, match=r"dataset.max_tokens=1000"):
+        ds.batch_by_size(np.arange(5), max_tokens=1000)

@@ -113,3 +113,45 @@ def test_head_shapes_and_float_state():
     assert head.projector[0].bias is None and head.projector[6].bias is not None
     with pytest.raises(ValueError):
         SupportQueue(0, 4)
+
+
+def _filled_queue(size=6, n=4, dim=3):
+    q = SupportQueue(size, dim, dataset_id=7)
+    q.push(torch.nn.functional.normalize(torch.randn(n, dim), dim=-1),
+           torch.arange(n, dtype=torch.long) + 10)
+    return q
+
+
+def test_queue_problem_accepts_a_saved_queue():
+    q = _filled_queue()
+    saved = dict(q.named_buffers())
+    assert SupportQueue(6, 3, dataset_id=7).problem(saved, num_clips=20) is None
+    assert SupportQueue(6, 3).problem(saved) is None  # dataset not known: trusted
+
+
+def test_queue_problem_finds_what_averaging_makes():
+    """The element-wise mean of two real queues (what average_checkpoints.py does)."""
+    a, b = _filled_queue(n=4), _filled_queue(n=2)
+    b.indices[:2] += 3  # other clips in the same slots
+    mean = {k: (v + dict(b.named_buffers())[k]) / 2 for k, v in a.named_buffers()}
+    fresh = SupportQueue(6, 3, dataset_id=7)
+    assert fresh.problem(mean) is not None  # pointer/fill 3 with slots 2, 3 half-filled
+    for name, change, words in [
+        ("indices", lambda t: t.index_fill(0, torch.tensor([0]), 10.5), "whole numbers"),
+        ("indices", lambda t: t.index_fill(0, torch.tensor([0]), 25.0), "in [0, 20)"),
+        ("state", lambda t: torch.tensor([7.0, 4.0], dtype=t.dtype), "do not fit"),
+        ("state", lambda t: t + 0.5, "whole numbers"),
+        ("features", lambda t: t * 0.9, "unit vectors"),
+        ("dataset_id", lambda t: t + 1, "another dataset"),
+        ("features", lambda t: torch.zeros(5, 3), "holds 5 entries"),
+    ]:
+        saved = dict(a.named_buffers())
+        saved[name] = change(saved[name].clone())
+        assert words in fresh.problem(saved, num_clips=20), (name, words)
+
+
+def test_queue_reset_empties_it():
+    q = _filled_queue()
+    q.reset()
+    assert q.filled == 0 and int(q.state[0]) == 0 and (q.indices == -1).all()
+    assert float(q.dataset_id[0]) == 7

@@ -10,6 +10,7 @@ Command line::
 """
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -55,6 +56,13 @@ class Manifest:
     def full_path(self, i: int) -> str:
         """Path of clip ``i``: the root joined with its relative path."""
         return os.path.join(self.root, self.paths[i])
+
+    def clip_list_id(self) -> int:
+        """A number in [1, 2**52) that names this list of clips (their relative paths,
+        in order), so that clip indices saved with a model can be checked against the
+        manifest they refer to; the root is left out, so moving the data keeps it."""
+        digest = hashlib.sha1("\n".join(self.paths).encode("utf-8")).hexdigest()
+        return int(digest[:13], 16) or 1
 
 
 # ---------------------------------------------------------------------------

@@ -75,9 +75,12 @@ class SupportQueue(nn.Module):
     The index makes self-exclusion possible: a clip never finds its own earlier
     projection as nearest neighbour. Everything is stored as float tensors (indices are
     exact in float64), so fairseq can save, restore and average checkpoints holding it.
+    ``dataset_id`` names the dataset the indices point into (0 = not known); an
+    element-wise average of checkpoints is not a valid queue, which ``problem()``
+    detects (see there).
     """
 
-    def __init__(self, size: int, dim: int):
+    def __init__(self, size: int, dim: int, dataset_id: int = 0):
         super().__init__()
         if size < 1:
             raise ValueError(f"support queue size must be >= 1, got {size}")
@@ -85,6 +88,55 @@ class SupportQueue(nn.Module):
         self.register_buffer("indices", torch.full((size,), -1.0, dtype=torch.float64))
         # [pointer, filled], floats for the reason above.
         self.register_buffer("state", torch.zeros(2, dtype=torch.float64))
+        # Below 2**53, so exact in float64.
+        self.register_buffer("dataset_id", torch.tensor([float(dataset_id)],
+                                                        dtype=torch.float64))
+
+    @torch.no_grad()
+    def reset(self):
+        """Empty, as at the start (the dataset id stays)."""
+        self.features.zero_()
+        self.indices.fill_(-1.0)
+        self.state.zero_()
+
+    def problem(self, entries: dict, num_clips: Optional[int] = None) -> Optional[str]:
+        """Why the saved queue ``entries`` ({buffer name: tensor}) cannot be loaded into
+        this queue, or None when it can. Catches a different size, a different
+        dataset, and what averaging checkpoints makes: fractional or out-of-range
+        indices or pointer, and features that are no longer unit vectors (the mean of
+        two different unit vectors is shorter than 1)."""
+        missing = [k for k in ("features", "indices", "state") if k not in entries]
+        if missing:
+            return f"the saved queue lacks {', '.join(missing)}"
+        feats, idx, state = (entries[k].detach().cpu().double()
+                             for k in ("features", "indices", "state"))
+        if tuple(feats.shape) != tuple(self.features.shape) or idx.shape != self.indices.shape:
+            return (f"the saved queue holds {feats.shape[0]} entries of size "
+                    f"{feats.shape[-1]}, this model's {self.size} of size "
+                    f"{self.features.shape[1]}")
+        saved_id = float(entries.get("dataset_id", torch.zeros(1))[0])
+        own_id = float(self.dataset_id[0])
+        if saved_id and own_id and saved_id != own_id:
+            return "its clip indices refer to another dataset (the training manifest changed)"
+        if state.shape != (2,) or not torch.equal(state, state.round()):
+            return f"its pointer/fill count {state.tolist()} are not whole numbers"
+        ptr, filled = int(state[0]), int(state[1])
+        if not (0 <= filled <= self.size and 0 <= ptr < self.size) or \
+                (filled < self.size and ptr != filled):
+            return f"its pointer {ptr} and fill count {filled} do not fit a queue of {self.size}"
+        if not torch.equal(idx, idx.round()):
+            return "its clip indices are not whole numbers"
+        used = idx[:filled]
+        if filled and (used.min() < 0 or (num_clips is not None and used.max() >= num_clips)):
+            bound = f"[0, {num_clips})" if num_clips is not None else ">= 0"
+            return f"its clip indices are not all in {bound}"
+        if (idx[filled:] != -1).any():
+            return "it has clip indices in slots that are not filled"
+        norms = feats[:filled].norm(dim=1)
+        if filled and (norms - 1).abs().max() > 1e-3:
+            return (f"its features are not unit vectors (norms {float(norms.min()):.3f} to "
+                    f"{float(norms.max()):.3f})")
+        return None
 
     def _apply(self, fn, *args, **kwargs):
         # Follow device moves but never dtype casts: fairseq's model.half()/bfloat16()

@@ -25,12 +25,16 @@ class AudioClipDataset(FairseqDataset):
     Only the crop is decoded from clips over 60 s (``load_audio(start=, num_samples=)``),
     with the same samples as cropping the whole decode.
     With ``skip_bad_audio`` an unreadable or invalid clip is dropped from its batch,
-    counted and logged instead of stopping the run.
+    counted and logged instead of stopping the run; a batch left with fewer than
+    ``min_batch_size`` clips is dropped whole (counted and logged): the collater returns
+    an empty batch, which fairseq's trainer replaces by its dummy batch, run without
+    effect on the loss (see tasks/batching.py).
     """
 
     def __init__(self, manifest_path, max_samples: int, sample_rate: int = 16000,
                  resample: bool = False, random_crop: bool = True, seed: int = 1,
-                 skip_bad_audio: bool = False, min_samples: int = 400):
+                 skip_bad_audio: bool = False, min_samples: int = 400,
+                 min_batch_size: int = 1):
         super().__init__()
         self.manifest_path = manifest_path
         self.manifest = read_manifest(manifest_path)
@@ -41,8 +45,10 @@ class AudioClipDataset(FairseqDataset):
         self.seed = seed
         self.skip_bad_audio = skip_bad_audio
         self.min_samples = min_samples
+        self.min_batch_size = min_batch_size
         self.epoch = 1
         self.skipped = 0
+        self.dropped_batches = 0  # counted in this process (each loader worker its own)
         self.sizes = np.minimum(np.asarray(self.manifest.sizes, dtype=np.int64), max_samples)
 
     def __len__(self):
@@ -87,7 +93,15 @@ class AudioClipDataset(FairseqDataset):
         return {"id": index, "source": wav - wav.mean()}
 
     def collater(self, samples):
-        samples = [s for s in samples if s["source"] is not None]
+        kept = [s for s in samples if s["source"] is not None]
+        if samples and len(kept) < self.min_batch_size:
+            self.dropped_batches += 1
+            logger.warning("dropping a batch of %d clips: only %d readable left, fewer than "
+                           "the %d a batch needs (%d batches dropped so far in this "
+                           "process)", len(samples), len(kept), self.min_batch_size,
+                           self.dropped_batches)
+            return {}
+        samples = kept
         if not samples:
             return {}
         lengths = torch.tensor([s["source"].shape[0] for s in samples], dtype=torch.long)
@@ -111,9 +125,15 @@ class AudioClipDataset(FairseqDataset):
         silently drops the clips left over by that rounding (fairseq-validate asks for
         multiples of 8 by default), and every clip should count."""
         batches = list(super().batch_by_size(indices, max_tokens, max_sentences, 1))
-        if len(batches) > 1 and len(batches[-1]) < 2:
+        if len(batches) > 1 and len(batches[-1]) < max(2, self.min_batch_size):
             batches[-2] = np.concatenate([batches[-2], batches[-1]])
             batches.pop()
+        small = [b for b in batches if len(b) < self.min_batch_size]
+        if small:
+            raise ValueError(
+                f"{self.manifest_path}: {len(small)} of {len(batches)} batches hold fewer "
+                f"than {self.min_batch_size} clips (dataset.max_tokens={max_tokens}, "
+                f"{len(indices)} clips); raise dataset.max_tokens or set dataset.batch_size")
         return batches
 
     def num_tokens(self, index):

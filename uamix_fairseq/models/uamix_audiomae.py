@@ -52,6 +52,13 @@ class UamixAudioMAEConfig(FairseqDataclass):
         metadata={"help": "[R] NNCLR support queue length; capped at the number of "
                   "training clips, so a clip is never queued twice"},
     )
+    effective_queue_size: int = field(
+        default=0,
+        metadata={"help": "written by the plugin, leave it at 0: the support queue length "
+                  "the model was built with (queue_size capped at the training clips), "
+                  "saved in the checkpoint's config so that the model rebuilds without "
+                  "train.tsv; 0 = work it out from queue_size and train.tsv"},
+    )
     freeze_schedule: str = field(
         default="[(0, 0), (2000, 6)]",
         metadata={"help": "[R] list of (update, trainable top blocks): from that update "
@@ -125,6 +132,7 @@ class UamixAudioMAEModel(BaseFairseqModel):
         for p in (self.encoder.cls_token, *self.encoder.patch_embed.parameters()):
             p.requires_grad_(False)
         self._tag_parameters()
+        self.num_train_clips = None  # set by build_model; bounds the queue's indices
         self._compiled = False
         if cfg.compile:
             self._check_compile(None)
@@ -147,12 +155,20 @@ class UamixAudioMAEModel(BaseFairseqModel):
         if hasattr(task, "encoder_config"):
             task.encoder_config = {"config": asdict(encoder.cfg), "final_norm": encoder.final_norm}
         train_clips = getattr(task, "num_train_clips", None)
-        queue_size = cfg.queue_size
-        if train_clips:
-            queue_size = min(queue_size, train_clips)
-        if queue_size < cfg.queue_size:
-            logger.info("support queue capped at %d entries (the training set size)", queue_size)
-        return cls(cfg, encoder, queue_size)
+        queue_size = cfg.effective_queue_size
+        if queue_size == 0:  # a new model; a rebuilt one has the size in its config
+            queue_size = min(cfg.queue_size, train_clips or cfg.queue_size)
+            if queue_size < cfg.queue_size:
+                logger.info("support queue capped at %d entries (the training set size)",
+                            queue_size)
+        elif queue_size < 0:
+            raise ValueError(f"model.effective_queue_size must be >= 0, got {queue_size}")
+        cfg.effective_queue_size = queue_size  # the task writes it into the saved config
+        model = cls(cfg, encoder, queue_size)
+        model.num_train_clips = train_clips
+        if model.support_queue is not None:
+            model.support_queue.dataset_id.fill_(float(getattr(task, "train_clips_id", 0)))
+        return model
 
     def build_head(self, embed_dim: int, queue_size: int):
         """(head, queue) on top of the encoder; models with another objective (SwARo)
@@ -161,6 +177,42 @@ class UamixAudioMAEModel(BaseFairseqModel):
         return (NNCLRHead(embed_dim, cfg.proj_hidden_dim, cfg.proj_layers, cfg.proj_out_dim,
                           cfg.pred_hidden_dim),
                 SupportQueue(queue_size, cfg.proj_out_dim))
+
+    # ---------------------------------------------------------------- loading
+    def load_state_dict(self, state_dict, *args, **kwargs):
+        return super().load_state_dict(self._usable_queue_state(state_dict), *args, **kwargs)
+
+    def _usable_queue_state(self, state_dict):
+        """``state_dict`` with its support queue entries kept when they are a valid
+        queue for this model, else replaced by an empty queue (logged): a checkpoint
+        averaged by fairseq's average_checkpoints.py, or one saved before train.tsv or
+        model.queue_size changed, still loads, and training refills the queue."""
+        prefix = "support_queue."
+        saved = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+        out = {k: v for k, v in state_dict.items() if not k.startswith(prefix)}
+        queue = self.support_queue
+        if queue is None:
+            if saved:
+                logger.warning("the checkpoint has a support queue, this model none "
+                               "(model.queue_size=0): its queue is not loaded")
+            return out
+        problem = queue.problem(saved, self.num_train_clips) if saved else \
+            "the checkpoint has no support queue"
+        if problem is None:
+            out.update({prefix + k: v for k, v in saved.items()})
+            out.setdefault(prefix + "dataset_id", queue.dataset_id.clone())
+            return out
+        logger.warning(
+            "support queue emptied on load, as at the start of training (it refills with "
+            "the next %d queued clips): %s. This happens to a checkpoint averaged by "
+            "average_checkpoints.py (use it for evaluation or export), and to one saved "
+            "before train.tsv or model.queue_size changed", queue.size, problem)
+        empty = {"features": torch.zeros_like(queue.features),
+                 "indices": torch.full_like(queue.indices, -1.0),
+                 "state": torch.zeros_like(queue.state),
+                 "dataset_id": queue.dataset_id.clone()}
+        out.update({prefix + k: v for k, v in empty.items()})
+        return out
 
     # ---------------------------------------------------------------- freezing
     def set_num_updates(self, num_updates):

@@ -7,21 +7,26 @@ the model and criterion the update number, and before the optimizer step marks t
 frozen parameter groups, so that frozen blocks stay bit-identical.
 """
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass, field, replace
 
 import torch
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.logging import metrics
 from fairseq.models import BaseFairseqModel
 from fairseq.tasks import FairseqTask, register_task
-from omegaconf import II, MISSING
+from omegaconf import II, MISSING, OmegaConf, open_dict
 
+from ..criterions.logging_sums import logged_total
 from ..data.audio_dataset import AudioClipDataset
 from ..distributed import rank_and_world
 from ..frontend import FrontendConfig, batch_fbank, model_input
 from ..manifest import read_manifest
 from ..views import ViewConfig, two_views
+from .batching import (MIN_CLIPS, DroppedBatchTracker, check_batch_size, check_clip_count,
+                       usable_first_batch)
 from .encoder_state import EncoderStateMixin, require_uamix_adamw
 from .monitoring import MonitorMixin
 
@@ -192,7 +197,12 @@ class UamixContrastiveTask(MonitorMixin, EncoderStateMixin, FairseqTask):
         # rebuilt without the AudioMAE file (see UamixAudioMAEModel.build_model).
         self._init_encoder_state()
         self._init_monitor()
-        self.num_train_clips = self._count_clips("train")
+        self._dropped = DroppedBatchTracker()
+        # The support queue is capped at the training clips, and its clip indices are
+        # checked against this manifest when a checkpoint is loaded (models/uamix_audiomae.py).
+        train = self._read_manifest("train")
+        self.num_train_clips = len(train) if train is not None else None
+        self.train_clips_id = train.clip_list_id() if train is not None else 0
         self.train_clip_labels = self._diagnostic_labels("train")
 
     @classmethod
@@ -203,11 +213,25 @@ class UamixContrastiveTask(MonitorMixin, EncoderStateMixin, FairseqTask):
     def _manifest_path(self, split):
         return os.path.join(self.cfg.data, f"{split}.tsv")
 
-    def _count_clips(self, split):
+    def _read_manifest(self, split):
+        """The split's manifest, or None where there is none (e.g. a checkpoint loaded
+        on a machine without the data: the model then takes its sizes from the
+        checkpoint)."""
         path = self._manifest_path(split)
         if self.cfg.data == MISSING or not os.path.isfile(path):
             return None
-        return len(read_manifest(path))
+        return read_manifest(path)
+
+    def build_model(self, cfg, from_checkpoint=False):
+        model = super().build_model(cfg, from_checkpoint)
+        inner = find_uamix_model(model)
+        if hasattr(cfg, "effective_queue_size"):
+            # fairseq builds the model from a merged copy of ``cfg``; writing the size
+            # into the caller's node puts it into the checkpoint's saved config, from
+            # which load_model_ensemble_and_task rebuilds the model without train.tsv.
+            with open_dict(cfg) if OmegaConf.is_config(cfg) else contextlib.nullcontext():
+                cfg.effective_queue_size = inner.cfg.effective_queue_size
+        return model
 
     def _diagnostic_labels(self, split):
         """Class index per clip of ``<data>/<split>.label`` when that file exists (-1 for
@@ -232,7 +256,17 @@ class UamixContrastiveTask(MonitorMixin, EncoderStateMixin, FairseqTask):
                             dtype=torch.long)
 
     def load_dataset(self, split, epoch=1, combine=False, **kwargs):
-        self.datasets[split] = unlabelled_dataset(self.cfg, self.window_cfg, split)
+        dataset = unlabelled_dataset(self.cfg, self.window_cfg, split)
+        check_clip_count(dataset, split, "uamix_contrastive")
+        dataset.min_batch_size = MIN_CLIPS  # smaller batches are dropped (batching.py)
+        self.datasets[split] = dataset
+
+    def get_batch_iterator(self, dataset, max_tokens=None, max_sentences=None, *args,
+                           **kwargs):
+        split = next((s for s, d in self.datasets.items() if d is dataset), "train")
+        check_batch_size(split, max_sentences, "uamix_contrastive")
+        return usable_first_batch(super().get_batch_iterator(
+            dataset, max_tokens, max_sentences, *args, **kwargs))
 
     # ---------------------------------------------------------------- features
     def make_views(self, sample, generator):
@@ -256,6 +290,7 @@ class UamixContrastiveTask(MonitorMixin, EncoderStateMixin, FairseqTask):
         model.train()
         model.set_num_updates(update_num)
         criterion.set_num_updates(update_num)
+        self._dropped.step(update_num, ignore_grad)
         sample = self.make_views(sample, self._generator(update_num))
         if ignore_grad:
             # fairseq's dummy batch (a rank out of data): still runs every collective,
@@ -264,8 +299,20 @@ class UamixContrastiveTask(MonitorMixin, EncoderStateMixin, FairseqTask):
         loss, sample_size, logging_output = criterion(model, sample)
         if ignore_grad:
             loss *= 0
+            # Its loss (NaN: every column masked) is no result; log only that a dummy
+            # batch ran. Every rank logs the same keys, tensors as tensors (fairseq
+            # sums them across ranks by key and by kind).
+            logging_output = {k: torch.zeros_like(v) if torch.is_tensor(v) else 0
+                              for k, v in logging_output.items()}
+        logging_output["dropped_batches"] = int(ignore_grad)
         optimizer.backward(loss)
         return loss, sample_size, logging_output
+
+    def reduce_metrics(self, logging_outputs, criterion):
+        super().reduce_metrics(logging_outputs, criterion)
+        dropped = logged_total(logging_outputs, "dropped_batches")
+        if dropped:  # summed over the log interval (single process: batches dropped)
+            metrics.log_scalar_sum("dropped_batches", dropped, round=0)
 
     def valid_step(self, sample, model, criterion):
         model.eval()
@@ -283,9 +330,13 @@ class UamixContrastiveTask(MonitorMixin, EncoderStateMixin, FairseqTask):
             p.grad = None  # fills from legacy_ddp; None grads are skipped entirely
         require_uamix_adamw(optimizer, "uamix_contrastive", "it applies layer-wise lr "
                             "decay and keeps frozen blocks bit-identical")
+        skip = self._dropped.all_batches_dropped(inner)
+        if skip:
+            logger.warning("update %d: every batch of it was dropped (too few readable "
+                           "clips), so the weights stay as they are", update_num)
         groups = list(optimizer.param_groups)
         for g in groups:
-            g["frozen"] = g["unit"] in frozen
+            g["frozen"] = skip or g["unit"] in frozen
         optimizer.set_lr(optimizer.get_lr())
         optimizer.step()
 
