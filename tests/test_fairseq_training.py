@@ -112,7 +112,7 @@ def test_resume_reproduces_the_run(trained, tmp_path):
 @pytest.mark.parametrize("override, message", [
     ({"model.freeze_schedule": "'[(0, 0), (3, 20)]'"},
      "asks for 20 trainable blocks at update 3, but the encoder has 4"),
-    ({"optimizer._name": "adam"}, "needs optimizer._name=uamix_adamw"),
+    ({"optimizer": "adam"}, "needs optimizer=uamix_adamw"),
     ({"criterion.temperature": 0}, "criterion.temperature must be > 0"),
     ({"task.num_frames": 40}, "multiples of the 16x16 patch size"),
 ])
@@ -155,6 +155,25 @@ def test_bf16_keeps_frozen_blocks_and_queue_exact(trained, tmp_path):
     assert state["support_queue.indices"].dtype == torch.float64
     idx = state["support_queue.indices"]
     assert torch.equal(idx, idx.round()) and idx.max() < 26
+
+
+def test_plain_overrides_reach_every_component(trained, tmp_path):
+    """The README's ablation as written: criterion.mix_mode=none, no '++' (issue 11,
+    item 12), with fields demo.yaml does not name in each component."""
+    save_dir = str(tmp_path / "none")
+    overrides = tiny_overrides(trained["corpus"], trained["ckpt"], save_dir, **{
+        "optimization.max_update": 2, "lr_scheduler.warmup_updates": 1})
+    overrides += ["criterion.mix_mode=none", "criterion.temperature=0.2",
+                  "model.layer_decay=0.5", "task.view_gain_db=3",
+                  "optimizer.weight_decay=0.01", "lr_scheduler.min_lr=1e-7"]
+    assert not any(o.startswith("+") for o in overrides)
+    code, log = run_train(overrides, cwd=str(tmp_path))
+    assert code == 0, log[-3000:]
+    cfg = torch.load(os.path.join(save_dir, "checkpoint_last.pt"), map_location="cpu",
+                     weights_only=False)["cfg"]
+    assert (cfg["criterion"]["mix_mode"], cfg["criterion"]["temperature"]) == ("none", 0.2)
+    assert (cfg["model"]["layer_decay"], cfg["task"]["view_gain_db"]) == (0.5, 3.0)
+    assert (cfg["optimizer"]["weight_decay"], cfg["lr_scheduler"]["min_lr"]) == (0.01, 1e-7)
 
 
 def test_paper_config_composes_and_runs(trained, tmp_path):
