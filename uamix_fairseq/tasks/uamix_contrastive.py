@@ -20,7 +20,7 @@ from omegaconf import II, MISSING
 from ..data.audio_dataset import AudioClipDataset
 from ..distributed import rank_and_world
 from ..frontend import FrontendConfig, batch_fbank, model_input
-from ..manifest import read_manifest
+from ..manifest import MIN_VALID_CLIPS, read_manifest
 from ..views import ViewConfig, two_views
 from .encoder_state import EncoderStateMixin, require_uamix_adamw
 from .monitoring import MonitorMixin
@@ -145,8 +145,22 @@ def split_manifest(data: str, split: str) -> str:
             f"no manifest for split '{split}': {path} does not exist (task.data="
             f"{data}; manifests there: {found or 'none'}). Make one with "
             "`python -m uamix_fairseq.manifest AUDIO_DIR --dest DIR`"
+            + ("" if split == "train" else
+               ", or train without validation: dataset.disable_validation=true")
         )
     return path
+
+
+def check_eval_split_size(num_clips: int, split: str, path: str):
+    """Refuse a validation (or test) split too small to score: one clip has no
+    negatives and reports loss 0 / accuracy 100."""
+    if num_clips < MIN_VALID_CLIPS:
+        raise ValueError(
+            f"{path} ('{split}' split) holds {num_clips} clip(s); a validation set needs "
+            f"at least {MIN_VALID_CLIPS} (one clip scores loss 0 / accuracy 100). Add "
+            "clips to it (e.g. `python -m uamix_fairseq.manifest AUDIO_DIR --dest DIR "
+            "--valid-percent 0.1`), or train without validation: "
+            "dataset.disable_validation=true")
 
 
 def unlabelled_dataset(cfg: AudioDataConfig, frontend: FrontendConfig, split: str):
@@ -159,6 +173,8 @@ def unlabelled_dataset(cfg: AudioDataConfig, frontend: FrontendConfig, split: st
         skip_bad_audio=cfg.skip_bad_audio,
     )
     logger.info("%s: %d clips from %s", split, len(dataset), path)
+    if split != "train":
+        check_eval_split_size(len(dataset), split, path)
     return dataset
 
 
