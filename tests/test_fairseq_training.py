@@ -227,3 +227,29 @@ def test_second_model_of_a_task_still_reads_its_file(trained):
     original = torch.load(trained["ckpt"], weights_only=False)["model"]
     for m in (first, second):
         assert torch.equal(m.encoder.blocks[0].attn.qkv.weight, original["blocks.0.attn.qkv.weight"])
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"mix_snap": 0}, "criterion.mix_snap must be >= 1"),
+    ({"mix_snap": 5}, "criterion.mix_snap=5 must divide task.num_frames=32"),
+])
+def test_mix_snap_is_checked_at_start_up(fields, message):
+    """Named, and before the first step (issue 11, item 9)."""
+    from types import SimpleNamespace
+
+    from uamix_fairseq.criterions.uamix_nnclr import UamixNNCLRConfig, UamixNNCLRCriterion
+
+    task = SimpleNamespace(cfg=SimpleNamespace(num_frames=32))
+    with pytest.raises(ValueError, match=re.escape(message)):
+        UamixNNCLRCriterion(UamixNNCLRConfig(**fields), task)
+    # Without T-CutMix the grid is unused: only the >= 1 rule applies.
+    UamixNNCLRCriterion(UamixNNCLRConfig(mix_mode="mixup", mix_snap=5), task)
+
+
+def test_queue_size_zero_names_the_field():
+    from types import SimpleNamespace
+
+    from uamix_fairseq.models.uamix_audiomae import UamixAudioMAEConfig, UamixAudioMAEModel
+
+    with pytest.raises(ValueError, match=re.escape("model.queue_size must be >= 1")):
+        UamixAudioMAEModel.build_model(UamixAudioMAEConfig(queue_size=0), SimpleNamespace())
