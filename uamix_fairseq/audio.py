@@ -348,8 +348,9 @@ def load_audio(
     if info.samplerate != sample_rate and not resample:
         raise AudioError(
             f"file {path} is {info.samplerate} Hz, expected {sample_rate} Hz; "
-            f"resample it (e.g. sox in.wav -r {sample_rate} out.wav) or set "
-            "task.resample=true"
+            f"resample it (e.g. sox in.wav -r {sample_rate} out.wav), or resample on "
+            "load: task.resample=true in training, --resample in uamix-embed, "
+            "uamix-fewshot and uamix-probe"
         )
     data = _decode(path, info.frames)
     # Average rather than pick a channel, so that no source is lost.
