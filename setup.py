@@ -1,4 +1,4 @@
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, find_packages, setup
 
 setup(
     name="uamix-fairseq",
@@ -11,7 +11,10 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.9",
-    packages=find_packages(include=["uamix_fairseq", "uamix_fairseq.*"]),
+    # hydra_plugins/ (a namespace package) lets Hydra know the plugin's config dataclasses
+    # before it composes a config, so every field takes a plain key=value.
+    packages=(find_packages(include=["uamix_fairseq", "uamix_fairseq.*"])
+              + find_namespace_packages(include=["hydra_plugins.*"])),
     include_package_data=True,
     install_requires=[
         "torch>=2.1",

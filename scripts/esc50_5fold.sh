@@ -67,8 +67,8 @@ for f in $FOLDS; do
     "${TRAIN_CMD[@]}" --config-dir "$REPO/configs" --config-name "$CONFIG" \
         "task.data=$DATA_DIR" "model.encoder_checkpoint=$ENCODER" \
         "common.user_dir=$REPO/uamix_fairseq" "checkpoint.save_dir=$dir" \
-        "hydra.run.dir=$dir" "++dataset.train_subset=fold${f}_train" \
-        "++dataset.valid_subset=fold${f}_test" "$@" 2>&1 | tee "$dir/train.log"
+        "hydra.run.dir=$dir" "dataset.train_subset=fold${f}_train" \
+        "dataset.valid_subset=fold${f}_test" "$@" 2>&1 | tee "$dir/train.log"
     status=${PIPESTATUS[0]}
     set -e
     if [ "$status" -ne 0 ]; then

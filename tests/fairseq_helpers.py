@@ -46,9 +46,21 @@ def tiny_overrides(corpus, ckpt, save_dir, **extra):
         "lr_scheduler.lr_period_updates": 20,
     }
     args.update(extra)
-    # "++": set the field whether or not the yaml names it (Hydra composes the yaml
-    # before fairseq imports the plugin, so unnamed plugin fields need it).
-    return [f"++{k}={v}" for k, v in args.items()]
+    # Plain key=value: the configs' defaults lists give every field of the plugin's
+    # dataclasses to the composed config (hydra_plugins/uamix_fairseq_plugin).
+    return [f"{k}={v}" for k, v in args.items()]
+
+
+def compose_config(name, overrides=()):
+    """Compose configs/<name>.yaml as fairseq-hydra-train does (fairseq's schema under
+    the config name, the repo's configs/ as --config-dir, Hydra's plugins discovered)."""
+    import fairseq  # noqa: F401  (the plugin registers only inside fairseq apps)
+    from fairseq.dataclass.initialize import hydra_init
+    from hydra import compose, initialize_config_dir
+
+    hydra_init(name)
+    with initialize_config_dir(config_dir=os.path.join(REPO, "configs"), version_base="1.1"):
+        return compose(name, overrides=list(overrides))
 
 
 def train_command(overrides, config_name="demo", script=None):
@@ -61,7 +73,12 @@ def train_command(overrides, config_name="demo", script=None):
 
 
 def train_env(**extra):
-    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore", **extra)
+    """The repo root on PYTHONPATH: its Hydra plugin (hydra_plugins/) is found even
+    under an older install."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore",
+               PYTHONPATH=os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")]))
+    env.update(extra)
+    return env
 
 
 def run_train(overrides, cwd, timeout=300, config_name="demo", script=None, env=None):

@@ -113,7 +113,7 @@ def test_wrong_sample_rate_is_refused(tmp_path):
     message = str(err.value)
     assert path in message
     assert "44100 Hz, expected 16000 Hz" in message
-    assert "sox" in message and "task.resample=true" in message
+    assert "sox" in message and "task.resample=true" in message and "--resample" in message
 
 
 def test_wrong_sample_rate_is_resampled(tmp_path):

@@ -10,7 +10,7 @@ from uamix_fairseq import demo_data
 from uamix_fairseq.audiomae import EncoderConfig, write_random_audiomae
 from uamix_fairseq.embed import EmbedConfig, embed_manifest, load_encoder
 from uamix_fairseq.export_embeddings import audio_extensions, export_embeddings, main
-from uamix_fairseq.manifest import read_manifest
+from uamix_fairseq.manifest import read_manifest, write_manifest
 
 TINY = EncoderConfig(embed_dim=64, depth=2, num_heads=1, num_frames=32)
 
@@ -99,6 +99,41 @@ def test_folder_reads_any_soundfile_format_and_skips_broken_files(corpus, encode
     # Same samples in another container: the same embedding.
     np.testing.assert_allclose(z["embeddings"][0], z["embeddings"][1], rtol=0, atol=1e-6)
     assert any("broken.wav" in w for w in result["warnings"])
+
+
+def test_folder_skips_silent_and_truncated_files_like_unreadable_ones(corpus, encoder_file,
+                                                                    tmp_path):
+    """One rule for a folder (issue 11, item 9): every bad file is skipped and named."""
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    wav, sr = sf.read(str(corpus / "audio" / "click_train_accelerating" / "click_train_accelerating_000.wav"), dtype="int16")
+    sf.write(str(folder / "a.wav"), wav, sr, subtype="PCM_16")
+    sf.write(str(folder / "silent.wav"), np.zeros_like(wav), sr, subtype="PCM_16")
+    sf.write(str(folder / "cut.wav"), wav, sr, subtype="PCM_16")
+    data = (folder / "cut.wav").read_bytes()
+    (folder / "cut.wav").write_bytes(data[:60])  # header kept, samples cut off
+    (folder / "broken.wav").write_bytes(b"RIFF\x00\x00garbage")
+    result = export_embeddings(encoder_file, str(tmp_path / "m.npz"), audio_dir=str(folder),
+                               progress=False)
+    assert np.load(tmp_path / "m.npz")["paths"].tolist() == [str(folder / "a.wav")]
+    text = " ".join(result["warnings"])
+    for name in ("silent.wav", "cut.wav", "broken.wav"):
+        assert name in text, text
+    assert "uamix-embed-" not in text  # no temporary manifest named
+
+
+def test_a_bad_clip_of_a_manifest_names_the_tools_remedy(corpus, encoder_file, tmp_path):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    wav, sr = sf.read(str(corpus / "audio" / "click_train_accelerating" / "click_train_accelerating_000.wav"), dtype="int16")
+    sf.write(str(folder / "silent.wav"), np.zeros_like(wav), sr, subtype="PCM_16")
+    write_manifest(folder / "clips.tsv", str(folder), [("silent.wav", len(wav))])
+    with pytest.raises(ValueError) as err:
+        export_embeddings(encoder_file, str(tmp_path / "x.npz"),
+                          manifest=str(folder / "clips.tsv"), progress=False)
+    message = str(err.value)
+    assert "clips.tsv" in message and "--audio-dir" in message
+    assert "task.skip_bad_audio" not in message
 
 
 def test_cache_dir_reuses_embeddings(corpus, encoder_file, tmp_path):

@@ -133,7 +133,7 @@ def test_rerun_of_a_finished_run_trains_nothing(trained, tmp_path):
 @pytest.mark.parametrize("override, message", [
     ({"model.freeze_schedule": "'[(0, 0), (3, 20)]'"},
      "asks for 20 trainable blocks at update 3, but the encoder has 4"),
-    ({"optimizer._name": "adam"}, "needs optimizer._name=uamix_adamw"),
+    ({"optimizer": "adam"}, "needs optimizer=uamix_adamw"),
     ({"criterion.temperature": 0}, "criterion.temperature must be > 0"),
     ({"task.num_frames": 40}, "multiples of the 16x16 patch size"),
     ({"dataset.batch_size": 1}, "dataset.batch_size=1: task uamix_contrastive needs at "
@@ -178,6 +178,25 @@ def test_bf16_keeps_frozen_blocks_and_queue_exact(trained, tmp_path):
     assert state["support_queue.indices"].dtype == torch.float64
     idx = state["support_queue.indices"]
     assert torch.equal(idx, idx.round()) and idx.max() < 26
+
+
+def test_plain_overrides_reach_every_component(trained, tmp_path):
+    """The README's ablation as written: criterion.mix_mode=none, no '++' (issue 11,
+    item 12), with fields demo.yaml does not name in each component."""
+    save_dir = str(tmp_path / "none")
+    overrides = tiny_overrides(trained["corpus"], trained["ckpt"], save_dir, **{
+        "optimization.max_update": 2, "lr_scheduler.warmup_updates": 1})
+    overrides += ["criterion.mix_mode=none", "criterion.temperature=0.2",
+                  "model.layer_decay=0.5", "task.view_gain_db=3",
+                  "optimizer.weight_decay=0.01", "lr_scheduler.min_lr=1e-7"]
+    assert not any(o.startswith("+") for o in overrides)
+    code, log = run_train(overrides, cwd=str(tmp_path))
+    assert code == 0, log[-3000:]
+    cfg = torch.load(os.path.join(save_dir, "checkpoint_last.pt"), map_location="cpu",
+                     weights_only=False)["cfg"]
+    assert (cfg["criterion"]["mix_mode"], cfg["criterion"]["temperature"]) == ("none", 0.2)
+    assert (cfg["model"]["layer_decay"], cfg["task"]["view_gain_db"]) == (0.5, 3.0)
+    assert (cfg["optimizer"]["weight_decay"], cfg["lr_scheduler"]["min_lr"]) == (0.01, 1e-7)
 
 
 def test_paper_config_composes_and_runs(trained, tmp_path):
@@ -370,3 +389,29 @@ def test_batches_shrunk_by_bad_audio_are_dropped(trained, tmp_path):
     assert "dropping a batch of 2 clips: only 1 readable left" in log
     assert "dropped_batches=1" in log and "every batch of it was dropped" in log
     assert "num_updates=4" in log and "Traceback" not in log and "loss=nan" not in log
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"mix_snap": 0}, "criterion.mix_snap must be >= 1"),
+    ({"mix_snap": 5}, "criterion.mix_snap=5 must divide task.num_frames=32"),
+])
+def test_mix_snap_is_checked_at_start_up(fields, message):
+    """Named, and before the first step (issue 11, item 9)."""
+    from types import SimpleNamespace
+
+    from uamix_fairseq.criterions.uamix_nnclr import UamixNNCLRConfig, UamixNNCLRCriterion
+
+    task = SimpleNamespace(cfg=SimpleNamespace(num_frames=32))
+    with pytest.raises(ValueError, match=re.escape(message)):
+        UamixNNCLRCriterion(UamixNNCLRConfig(**fields), task)
+    # Without T-CutMix the grid is unused: only the >= 1 rule applies.
+    UamixNNCLRCriterion(UamixNNCLRConfig(mix_mode="mixup", mix_snap=5), task)
+
+
+def test_queue_size_zero_names_the_field():
+    from types import SimpleNamespace
+
+    from uamix_fairseq.models.uamix_audiomae import UamixAudioMAEConfig, UamixAudioMAEModel
+
+    with pytest.raises(ValueError, match=re.escape("model.queue_size must be >= 1")):
+        UamixAudioMAEModel.build_model(UamixAudioMAEConfig(queue_size=0), SimpleNamespace())

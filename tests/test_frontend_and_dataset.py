@@ -153,3 +153,48 @@ def test_batches_below_the_minimum_are_refused_or_merged(tmp_path):
     assert [len(b) for b in ds.batch_by_size(np.arange(5), max_sentences=3)] == [5]
     with pytest.raises(ValueError, match=r"dataset.max_tokens=1000"):
         ds.batch_by_size(np.arange(5), max_tokens=1000)
+
+
+# ------------------------------------------------------------------ split sizes (tasks)
+def _task_data(tmp_path, valid_clips):
+    """A task.data folder: 4 train clips, `valid_clips` valid clips."""
+    root = tmp_path / "audio"
+    root.mkdir()
+    for i in range(4 + valid_clips):
+        sf.write(root / f"c{i}.wav", _clip(4000, i), 16000)
+    write_manifest(tmp_path / "train.tsv", str(root), [(f"c{i}.wav", 4000) for i in range(4)])
+    if valid_clips:
+        write_manifest(tmp_path / "valid.tsv", str(root),
+                       [(f"c{i}.wav", 4000) for i in range(4, 4 + valid_clips)])
+    return str(tmp_path)
+
+
+def _load(data, split):
+    pytest.importorskip("fairseq")
+    from uamix_fairseq.tasks.uamix_contrastive import (UamixContrastiveConfig,
+                                                       frontend_config, unlabelled_dataset)
+
+    cfg = UamixContrastiveConfig(data=data, num_frames=32)
+    return unlabelled_dataset(cfg, frontend_config(cfg), split)
+
+
+def test_a_one_clip_valid_set_is_refused(tmp_path):
+    """One clip has no negatives: loss 0 / accuracy 100 (issue 11, item 5)."""
+    data = _task_data(tmp_path, valid_clips=1)
+    with pytest.raises(ValueError) as err:
+        _load(data, "valid")
+    message = str(err.value)
+    assert "valid.tsv" in message and "1 clip" in message and "at least 2" in message
+    assert "dataset.disable_validation=true" in message
+    assert len(_load(data, "train")) == 4  # the train split has no such minimum
+
+
+def test_a_two_clip_valid_set_loads(tmp_path):
+    assert len(_load(_task_data(tmp_path, valid_clips=2), "valid")) == 2
+
+
+def test_a_missing_valid_set_names_disable_validation(tmp_path):
+    data = _task_data(tmp_path, valid_clips=0)
+    with pytest.raises(FileNotFoundError) as err:
+        _load(data, "valid")
+    assert "valid.tsv" in str(err.value) and "dataset.disable_validation=true" in str(err.value)

@@ -144,14 +144,16 @@ def test_joint_demo_config_differs_from_demo_only_in_model_and_criterion():
     demo = OmegaConf.to_container(OmegaConf.load(os.path.join(REPO, "configs", "demo.yaml")))
     joint = OmegaConf.to_container(
         OmegaConf.load(os.path.join(REPO, "configs", "joint_demo.yaml")))
-    assert joint["criterion"] == {"_name": "uamix_mae_nnclr"}
-    assert joint["model"].pop("_name") == "uamix_audiomae_joint"
+    components = {"model": "uamix_audiomae_joint", "criterion": "uamix_mae_nnclr"}
+    joint_defaults, demo_defaults = joint.pop("defaults"), demo.pop("defaults")
+    assert [{**d, **{k: components[k] for k in d if k in components}}
+            if isinstance(d, dict) else d for d in demo_defaults] == joint_defaults
+    assert joint["criterion"] == {} and demo.pop("criterion") == {}
     assert joint["model"].pop("freeze_schedule") == "[(0, 6)]"
     for k in ("decoder_embed_dim", "decoder_depth", "decoder_num_heads"):
         joint["model"].pop(k)
-    assert demo.pop("criterion") == {"_name": "uamix_nnclr"}
     joint.pop("criterion")
-    demo["model"].pop("_name"), demo["model"].pop("freeze_schedule")
+    demo["model"].pop("freeze_schedule")
     assert joint == demo  # data, encoder file, batch, optimizer, steps
 
 

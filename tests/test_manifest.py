@@ -194,7 +194,7 @@ def many_clips(tmp_path):
     return root
 
 
-@pytest.mark.parametrize("percent, expected_valid", [(0.25, 5), (0.1, 2), (0.01, 1), (0.0, 0)])
+@pytest.mark.parametrize("percent, expected_valid", [(0.25, 5), (0.1, 2), (0.01, 2), (0.0, 0)])
 def test_valid_split_sizes(tmp_path, many_clips, percent, expected_valid):
     dest = tmp_path / "m"
     summary = make_manifests(many_clips, dest, valid_percent=percent, seed=1)
@@ -244,3 +244,38 @@ def test_cli_writes_manifests_and_prints_summary(tmp_path, many_clips, capsys):
 def test_cli_reports_errors(tmp_path, capsys):
     assert main([str(tmp_path / "missing"), "--dest", str(tmp_path / "out")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_valid_split_is_never_a_single_clip(tmp_path, many_clips):
+    """1% of 20 clips rounds to 0 or 1: the tool writes 2 and says so (issue 11, item 5)."""
+    summary = make_manifests(many_clips, tmp_path / "m", valid_percent=0.01)
+    assert summary["num_valid"] == 2
+    assert any("at least 2" in w for w in summary["warnings"])
+
+
+@pytest.mark.parametrize("clips, expected_valid", [(3, 0), (4, 2), (5, 2)])
+def test_too_few_clips_for_a_valid_split_write_none_and_say_why(tmp_path, clips, expected_valid):
+    root = tmp_path / "few"
+    root.mkdir()
+    for i in range(clips):
+        sf.write(str(root / f"c{i}.wav"), _tone(100 + i), 16000)
+    summary = make_manifests(root, tmp_path / "m", valid_percent=0.5)
+    assert summary["num_valid"] == expected_valid
+    assert summary["num_train"] == clips - expected_valid
+    if expected_valid == 0:
+        assert not (tmp_path / "m" / "valid.tsv").exists()
+        assert any("dataset.disable_validation=true" in w for w in summary["warnings"])
+
+
+def test_a_name_with_a_tab_is_skipped_and_reported(tmp_path):
+    """One badly named file must not abort the run (issue 11, item 9)."""
+    root = tmp_path / "clips"
+    root.mkdir()
+    for name in ("good.wav", "bad\tname.wav", "also_good.wav"):
+        sf.write(str(root / name), _tone(200), 16000)
+    summary = make_manifests(root, tmp_path / "m", valid_percent=0.0)
+    assert summary["num_train"] == 2 and summary["num_skipped"] == 1
+    assert summary["skipped"][0]["path"] == "bad\tname.wav"
+    assert "tab" in summary["skipped"][0]["reason"]
+    assert any("bad\\tname.wav" in w for w in summary["warnings"])  # repr'd in the message
+    assert read_manifest(tmp_path / "m" / "train.tsv").paths == ["also_good.wav", "good.wav"]

@@ -341,8 +341,9 @@ def _open(path: str, sample_rate: int, resample: bool):
     if info.samplerate != sample_rate and not resample:
         raise AudioError(
             f"file {path} is {info.samplerate} Hz, expected {sample_rate} Hz; "
-            f"resample it (e.g. sox in.wav -r {sample_rate} out.wav) or set "
-            "task.resample=true"
+            f"resample it (e.g. sox in.wav -r {sample_rate} out.wav), or resample on "
+            "load: task.resample=true in training, --resample in uamix-embed, "
+            "uamix-fewshot and uamix-probe"
         )
     return info
 

@@ -56,14 +56,14 @@ QUICK = {
     "corpus": {"clips_per_class": 4, "heldout_clips_per_class": 7, "seconds": 0.6},
     "mae_updates": 3, "tune_updates": 3, "tune_unfreeze": 2,
     "encoder": {"embed_dim": 32, "depth": 2, "num_heads": 1},
-    "stage_overrides": ["++dataset.batch_size=4", "++common.log_interval=1",
-                        "++dataset.validate_interval_updates=3",
-                        "++checkpoint.save_interval_updates=3",
-                        "++lr_scheduler.warmup_updates=1"],
-    "head_overrides": ["++model.proj_hidden_dim=32", "++model.pred_hidden_dim=32",
-                       "++model.proj_out_dim=16"],
-    "decoder_overrides": ["++model.decoder_embed_dim=16", "++model.decoder_depth=1",
-                          "++model.decoder_num_heads=1"],
+    "stage_overrides": ["dataset.batch_size=4", "common.log_interval=1",
+                        "dataset.validate_interval_updates=3",
+                        "checkpoint.save_interval_updates=3",
+                        "lr_scheduler.warmup_updates=1"],
+    "head_overrides": ["model.proj_hidden_dim=32", "model.pred_hidden_dim=32",
+                       "model.proj_out_dim=16"],
+    "decoder_overrides": ["model.decoder_embed_dim=16", "model.decoder_depth=1",
+                          "model.decoder_num_heads=1"],
     "fewshot": ["--ways", "5", "--shots", "1", "--queries", "2", "--episodes", "5"],
 }
 
@@ -107,7 +107,10 @@ def train_stages(stages: Sequence[tuple], out_dir: str, threads: int) -> Dict[st
         os.makedirs(os.path.dirname(log_path), exist_ok=True)
         work = os.path.join(out_dir, stage)
         os.makedirs(work, exist_ok=True)
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONWARNINGS="ignore")
+        # The repo root first: Hydra then finds this checkout's hydra_plugins/ (plain
+        # key=value for every field) even where the installed copy predates it.
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONWARNINGS="ignore",
+                   PYTHONPATH=os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")]))
         print(f"[{stage}] fairseq-hydra-train --config-name {config_name} (log: {log_path})",
               flush=True)
         log_file = open(log_path, "w")
@@ -207,21 +210,21 @@ def run_pipeline(out_dir: str, quick: bool = False, joint: bool = False, seed: i
     write_random_audiomae(encoders["random"], EncoderConfig(num_frames=NUM_FRAMES, **enc),
                           seed=seed, with_decoder=False)
 
-    common = [f"task.data={corpus}", f"++task.num_frames={NUM_FRAMES}",
-              f"++common.seed={seed}", *plan["stage_overrides"]]
-    from_random = [f"++model.audiomae_checkpoint={encoders['random']}"]
+    common = [f"task.data={corpus}", f"task.num_frames={NUM_FRAMES}",
+              f"common.seed={seed}", *plan["stage_overrides"]]
+    from_random = [f"model.audiomae_checkpoint={encoders['random']}"]
     head, decoder = plan["head_overrides"], plan["decoder_overrides"]
 
     timings.update(train_stages([("mae", "mae_demo", common + from_random + decoder + [
-        f"++optimization.max_update={plan['mae_updates']}"])], out_dir, threads))
+        f"optimization.max_update={plan['mae_updates']}"])], out_dir, threads))
     encoders["mae"] = export_encoder("mae", out_dir)
 
     half = enc["depth"] // 2
-    tune = common + head + [f"++model.audiomae_checkpoint={encoders['mae']}",
-                            f"++optimization.max_update={plan['tune_updates']}",
-                            f"++model.freeze_schedule='[(0, 0), ({plan['tune_unfreeze']}, {half})]'"]
+    tune = common + head + [f"model.audiomae_checkpoint={encoders['mae']}",
+                            f"optimization.max_update={plan['tune_updates']}",
+                            f"model.freeze_schedule='[(0, 0), ({plan['tune_unfreeze']}, {half})]'"]
     # Independent runs: side by side, one core each, on a 2-core machine.
-    tunings = [("uamix", "demo", tune), ("none", "demo", tune + ["++criterion.mix_mode=none"])]
+    tunings = [("uamix", "demo", tune), ("none", "demo", tune + ["criterion.mix_mode=none"])]
     if parallel:
         timings.update(train_stages(tunings, out_dir, threads))
     else:
@@ -235,9 +238,9 @@ def run_pipeline(out_dir: str, quick: bool = False, joint: bool = False, seed: i
         budget_hours = (timings["mae"] + timings["uamix"]) / 3600
         updates = plan["mae_updates"] + plan["tune_updates"]
         timings.update(train_stages([("joint", "joint_demo", common + from_random + head + decoder + [
-            f"++optimization.max_update={updates}",
-            f"++optimization.stop_time_hours={budget_hours:.6f}",
-            f"++model.freeze_schedule='[(0, {enc['depth']})]'"])], out_dir, threads))
+            f"optimization.max_update={updates}",
+            f"optimization.stop_time_hours={budget_hours:.6f}",
+            f"model.freeze_schedule='[(0, {enc['depth']})]'"])], out_dir, threads))
         encoders["joint"] = export_encoder("joint", out_dir)
 
     names = ["random", "mae", "none", "uamix"] + (["joint"] if joint else [])

@@ -118,6 +118,10 @@ def baseline_cache_key(name: str, manifest_path, cfg: EmbedConfig) -> str:
     return h.hexdigest()[:16]
 
 
+BAD_CLIP_HINT = ("every clip gets an embedding: re-encode or remove the file from the "
+                 "manifest (uamix-embed --audio-dir skips and reports such files)")
+
+
 def clip_dataset(manifest_path, cfg: EmbedConfig):
     """The manifest's clips as evaluation sees them: cropped from the start to the
     samples of ``cfg.num_frames`` frames, each clip's mean removed (fairseq-backed)."""
@@ -125,7 +129,7 @@ def clip_dataset(manifest_path, cfg: EmbedConfig):
 
     return AudioClipDataset(str(manifest_path), max_samples=cfg.frontend().max_samples,
                             sample_rate=cfg.sample_rate, resample=cfg.resample,
-                            random_crop=False)
+                            random_crop=False, bad_clip_hint=BAD_CLIP_HINT)
 
 
 def iter_clip_batches(dataset, indices: Sequence[int], batch_size: int,

@@ -16,7 +16,8 @@ Outputs (chosen by the suffix of ``--out``):
 
 There is one data path: a folder is first described by a temporary manifest
 (``make_manifests``: recursive, every format libsndfile reads, files sorted by relative
-path, unreadable files skipped and reported), then embedded by
+path, unreadable files skipped and reported), screened by decoding each file (silent,
+truncated or too short files skipped and reported too: one rule), then embedded by
 ``uamix_fairseq.embed`` exactly as the evaluation tools embed a manifest (crop from the
 start or zero-pad to ``--num-frames`` frames, by default the encoder's own length, as
 ``uamix-fewshot``/``uamix-probe`` do; AudioMAE normalisation; the readout options
@@ -38,7 +39,7 @@ from .audiomae import AudioMAEEncoder, load_audiomae
 from .embed import EmbedConfig, cached_embeddings, check_readout, embed_manifest
 from .features import NORM_STATS
 from .labels import label_path_for, read_labels
-from .manifest import ManifestError, make_manifests, read_manifest
+from .manifest import ManifestError, make_manifests, read_manifest, write_manifest
 
 __all__ = [
     "audio_extensions",
@@ -50,6 +51,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+# How many skipped files of an --audio-dir a warning names.
+MAX_NAMED_SKIPS = 10
 
 # File extensions of the container formats libsndfile reads. RAW (header-less) and the
 # Matlab formats are left out: a folder's .raw/.mat files are rarely audio.
@@ -170,6 +173,35 @@ def _replace_atomically(path: str, write):
         raise
 
 
+def _screen_folder_clips(manifest_path, out_manifest, audio_dir, cfg: EmbedConfig):
+    """Decode every clip the folder's manifest lists with the checks embedding applies
+    (silent, too short, NaN, truncated); write the good ones to ``out_manifest``.
+    Returns the warnings naming the skipped files. Unreadable files were already
+    skipped by ``make_manifests``: one rule for every bad file of a folder."""
+    from .audio import AudioError, load_audio
+
+    clips = read_manifest(manifest_path)
+    good, bad = [], []
+    for i in range(len(clips)):
+        try:
+            load_audio(clips.full_path(i), sample_rate=cfg.sample_rate, resample=cfg.resample)
+            good.append((clips.paths[i], clips.sizes[i]))
+        except AudioError as err:
+            bad.append((clips.paths[i], str(err)))
+    if not good:
+        raise ManifestError(f"{audio_dir}: none of its {len(clips)} audio file(s) can be "
+                            f"embedded (e.g. {bad[0][0]}: {bad[0][1]}); check the folder")
+    write_manifest(out_manifest, clips.root, good)
+    if not bad:
+        return []
+    shown = "; ".join(f"{path}: {reason}" for path, reason in bad[:MAX_NAMED_SKIPS])
+    more = f"; and {len(bad) - MAX_NAMED_SKIPS} more" if len(bad) > MAX_NAMED_SKIPS else ""
+    message = (f"skipped {len(bad)} file(s) under {audio_dir} that cannot be embedded "
+               f"({shown}{more}); re-encode or delete them")
+    logger.warning(message)
+    return [message]
+
+
 def export_embeddings(encoder_path, out_path, manifest: Optional[str] = None,
                       audio_dir: Optional[str] = None,
                       extensions: Optional[Sequence[str]] = None, **embed_kwargs) -> Dict:
@@ -203,13 +235,15 @@ def export_embeddings(encoder_path, out_path, manifest: Optional[str] = None,
                                          extensions=tuple(extensions or audio_extensions()))
             finally:
                 quiet.setLevel(level)
-            manifest_path = summary["train_manifest"]
             other = {r: n for r, n in summary["sample_rates"].items() if r != 16000}
             if other and not cfg.resample:
                 listed = ", ".join(f"{n} at {r} Hz" for r, n in sorted(other.items()))
                 raise ValueError(f"{audio_dir}: {listed} file(s), the encoder needs 16000 "
                                  "Hz; pass --resample or resample them first")
             warnings = [w for w in summary["warnings"] if "no valid manifest" not in w]
+            manifest_path = os.path.join(tmp, "screened.tsv")
+            warnings += _screen_folder_clips(summary["train_manifest"], manifest_path,
+                                             audio_dir, cfg)
         else:
             manifest_path = manifest
         clips = read_manifest(manifest_path)

@@ -34,6 +34,9 @@ logger = logging.getLogger(__name__)
 
 # The rate the AudioMAE features are computed at; other rates get a warning.
 EXPECTED_SAMPLE_RATE = 16000
+# The smallest valid split the tool writes (and the tasks accept): a single clip has no
+# negatives and gives loss 0 / accuracy 100.
+MIN_VALID_CLIPS = 2
 # How many skipped files are named in the log and the summary.
 MAX_REPORTED_SKIPS = 10
 
@@ -223,16 +226,22 @@ def _probe(full_path: str) -> Tuple[Optional[Tuple[int, int]], str]:
     return (int(info.frames), int(info.samplerate)), ""
 
 
-def _pick_valid(num_files: int, valid_percent: float, seed: int) -> np.ndarray:
-    """Boolean mask of the clips drawn for the valid split.
+def valid_count(num_files: int, valid_percent: float) -> int:
+    """How many clips the valid split gets: ``round(valid_percent * num_files)``, but at
+    least ``MIN_VALID_CLIPS`` (one clip scores loss 0 / accuracy 100) and never so many
+    that train keeps fewer than ``MIN_VALID_CLIPS``; 0 when that cannot be met."""
+    if valid_percent <= 0 or num_files < 2 * MIN_VALID_CLIPS:
+        return 0
+    wanted = max(MIN_VALID_CLIPS, int(round(valid_percent * num_files)))
+    return min(wanted, num_files - MIN_VALID_CLIPS)
 
-    ``round(valid_percent * num_files)`` clips, but at least one when a valid split
-    is asked for and at most ``num_files - 1`` so that train is never empty.
-    """
+
+def _pick_valid(num_files: int, valid_percent: float, seed: int) -> np.ndarray:
+    """Boolean mask of the clips drawn for the valid split (``valid_count`` of them)."""
     mask = np.zeros(num_files, dtype=bool)
-    if valid_percent <= 0 or num_files < 2:
+    count = valid_count(num_files, valid_percent)
+    if count == 0:
         return mask
-    count = min(max(1, int(round(valid_percent * num_files))), num_files - 1)
     chosen = np.random.default_rng(seed).choice(num_files, size=count, replace=False)
     mask[chosen] = True
     return mask
@@ -271,7 +280,9 @@ def make_manifests(
         audio_dir: folder with the audio (searched recursively).
         dest: folder for the manifests (created if needed).
         valid_percent: fraction in ``[0, 1)`` of the clips for the valid split
-            (0.01 = 1%); with 0 no valid manifest is written.
+            (0.01 = 1%), at least ``MIN_VALID_CLIPS`` of them (a warning says so);
+            with 0, or too few clips for two splits of that size, no valid manifest
+            is written (a warning says why).
         extensions: file extensions to include, without dots.
         seed: seed of the valid split.
         path_must_contain: if given, keep only files whose path relative to
@@ -301,7 +312,11 @@ def make_manifests(
     skipped: List[Dict[str, str]] = []
     num_skipped = 0
     for rel_path in _find_audio(audio_dir, exts, path_must_contain):
-        probed, reason = _probe(os.path.join(audio_dir, rel_path))
+        if any(ch in rel_path for ch in "\t\r\n"):
+            # The manifest format (path<TAB>size lines) cannot hold such a name.
+            probed, reason = None, "its name has a tab or newline; rename the file"
+        else:
+            probed, reason = _probe(os.path.join(audio_dir, rel_path))
         if probed is None:
             num_skipped += 1
             if len(skipped) < MAX_REPORTED_SKIPS:
@@ -314,11 +329,11 @@ def make_manifests(
 
     summary_warnings: List[str] = []
     if num_skipped:
-        names = ", ".join(s["path"] for s in skipped)
+        names = ", ".join(f"{s['path']!r} ({s['reason']})" for s in skipped)
         more = f" and {num_skipped - len(skipped)} more" if num_skipped > len(skipped) else ""
         message = (
-            f"skipped {num_skipped} file(s) under {audio_dir} that soundfile cannot "
-            f"read: {names}{more}; re-encode or delete them"
+            f"skipped {num_skipped} file(s) under {audio_dir} that cannot be listed: "
+            f"{names}{more}; re-encode, rename or delete them"
         )
         logger.warning(message)
         summary_warnings.append(message)
@@ -347,11 +362,21 @@ def make_manifests(
     valid_path: Optional[str] = os.path.join(dest, f"{valid_name}.tsv")
     if valid:
         write_manifest(valid_path, audio_dir, valid)
+        asked = int(round(valid_percent * len(entries)))
+        if asked < len(valid):
+            message = (f"{valid_path}: {len(valid)} clips, not {asked} ({valid_percent:g} of "
+                       f"{len(entries)}): a valid split needs at least {MIN_VALID_CLIPS}")
+            logger.warning(message)
+            summary_warnings.append(message)
     else:
         note = f"no valid manifest written (valid_percent={valid_percent}, {len(entries)} clip(s))"
+        if valid_percent > 0:
+            note += (f": a valid split needs at least {MIN_VALID_CLIPS} clips and train "
+                     f"{MIN_VALID_CLIPS} more; add clips, or train with "
+                     "dataset.disable_validation=true")
         if os.path.exists(valid_path):
             note += f"; an older {valid_path} exists and was left untouched"
-        logger.info(note)
+        (logger.warning if valid_percent > 0 else logger.info)(note)
         summary_warnings.append(note)
         valid_path = None
 
@@ -390,7 +415,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "--valid-percent",
         type=float,
         default=0.01,
-        help="fraction in [0, 1) of the clips put in valid.tsv (0.01 = 1%%); 0 writes no valid.tsv (default: 0.01)",
+        help="fraction in [0, 1) of the clips put in valid.tsv (0.01 = 1%%), at least 2 clips; 0 (or fewer than 4 clips) writes no valid.tsv (default: 0.01)",
     )
     parser.add_argument(
         "--ext",

@@ -83,8 +83,8 @@ def run(args):
     os.makedirs(out, exist_ok=True)
     monitor = args.monitor or os.path.join(data, "ufoai_categories.tsv")
     seconds, encoders = {}, {}
-    common = [f"task.data={os.path.join(data, 'pool')}", "++task.pad_mode=repeat",
-              f"++task.monitor_manifest={monitor}", f"++common.seed={args.seed}"]
+    common = [f"task.data={os.path.join(data, 'pool')}", "task.pad_mode=repeat",
+              f"task.monitor_manifest={monitor}", f"common.seed={args.seed}"]
     if args.mae:
         encoders["mae"] = os.path.abspath(args.mae)
     else:

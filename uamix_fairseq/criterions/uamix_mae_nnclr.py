@@ -48,7 +48,7 @@ class UamixMAENNCLRCriterion(UamixNNCLRCriterion):
         gen = self._generator()
         mixed, lam, partner = self.mix(view1, gen)
         if not hasattr(model, "decoder"):  # (fairseq's wrappers pass attributes through)
-            raise ValueError("criterion uamix_mae_nnclr needs model._name="
+            raise ValueError("criterion uamix_mae_nnclr needs model="
                              "uamix_audiomae_joint (a model with an MAE decoder)")
         out = model(view1=view1, view2=view2, mixed=mixed, generator=gen)
         pred, target, mask = (out.pop(k) for k in MAE_KEYS)

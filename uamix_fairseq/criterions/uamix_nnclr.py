@@ -109,6 +109,18 @@ class UamixNNCLRConfig(MixingConfig):
     )
 
 
+def check_mix_snap(cfg, task):
+    """criterion.mix_snap at start-up, not at the first T-CutMix step."""
+    if cfg.mix_snap < 1:
+        raise ValueError(f"criterion.mix_snap must be >= 1 (1 = cut anywhere, 16 = on "
+                         f"patch boundaries), got {cfg.mix_snap}")
+    num_frames = getattr(getattr(task, "cfg", None), "num_frames", None)
+    if cfg.mix_mode == "tcutmix" and isinstance(num_frames, int) and num_frames % cfg.mix_snap:
+        raise ValueError(f"criterion.mix_snap={cfg.mix_snap} must divide task.num_frames="
+                         f"{num_frames} (T-CutMix cuts on that grid); choose a divisor, "
+                         "e.g. 1 or 16")
+
+
 @register_criterion("uamix_nnclr", dataclass=UamixNNCLRConfig)
 class UamixNNCLRCriterion(FairseqCriterion):
     def __init__(self, cfg: UamixNNCLRConfig, task):
@@ -121,6 +133,7 @@ class UamixNNCLRCriterion(FairseqCriterion):
             raise ValueError(f"criterion.mix_alpha must be > 0, got {cfg.mix_alpha}")
         if cfg.nn_topk < 1:
             raise ValueError(f"criterion.nn_topk must be >= 1, got {cfg.nn_topk}")
+        check_mix_snap(cfg, task)
         self.cfg = cfg
         self.num_updates = 0
         self.unremix = None

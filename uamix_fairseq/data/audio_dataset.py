@@ -34,8 +34,12 @@ class AudioClipDataset(FairseqDataset):
     def __init__(self, manifest_path, max_samples: int, sample_rate: int = 16000,
                  resample: bool = False, random_crop: bool = True, seed: int = 1,
                  skip_bad_audio: bool = False, min_samples: int = 400,
-                 min_batch_size: int = 1):
+                 min_batch_size: int = 1,
+                 bad_clip_hint: str = "set task.skip_bad_audio=true to skip such clips"):
         super().__init__()
+        # What the error of a bad clip tells the user to do: training names its field,
+        # the evaluation tools their own remedy.
+        self.bad_clip_hint = bad_clip_hint
         self.manifest_path = manifest_path
         self.manifest = read_manifest(manifest_path)
         self.max_samples = max_samples
@@ -83,8 +87,8 @@ class AudioClipDataset(FairseqDataset):
                              num_samples=self.max_samples)
         except AudioError as e:
             if not self.skip_bad_audio:
-                raise AudioError(f"{e} (manifest {self.manifest_path}, clip {index}; set "
-                                 "task.skip_bad_audio=true to skip such clips)") from None
+                raise AudioError(f"{e} (manifest {self.manifest_path}, clip {index}; "
+                                 f"{self.bad_clip_hint})") from None
             self.skipped += 1
             logger.warning("skipping clip %d (%d skipped so far): %s", index, self.skipped, e)
             return {"id": index, "source": None}

@@ -108,6 +108,8 @@ class UamixAudioMAEModel(BaseFairseqModel):
     statistics are per view, as in NNCLR).
     """
 
+    min_queue_size = 1  # NNCLR needs a queue; SwARo's is optional
+
     def __init__(self, cfg: UamixAudioMAEConfig, encoder: AudioMAEEncoder, queue_size: int):
         super().__init__()
         self.cfg = cfg
@@ -145,6 +147,9 @@ class UamixAudioMAEModel(BaseFairseqModel):
 
     @classmethod
     def build_model(cls, cfg: UamixAudioMAEConfig, task):
+        if cfg.queue_size < cls.min_queue_size:
+            raise ValueError(f"model.queue_size must be >= {cls.min_queue_size} (the NNCLR "
+                             f"support queue the positives come from), got {cfg.queue_size}")
         restored = getattr(task, "restored_encoder_config", None)
         encoder = encoder_for_model(cfg.audiomae_checkpoint, restored,
                                     "model.audiomae_checkpoint", cfg.num_frames,

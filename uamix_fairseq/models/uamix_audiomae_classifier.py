@@ -132,7 +132,7 @@ class UamixAudioMAEClassifier(BaseFairseqModel):
         classes = getattr(task, "classes", None)
         if not classes:
             raise ValueError("model uamix_audiomae_classifier needs a task that knows its "
-                             "classes (task._name=uamix_audio_classification)")
+                             "classes (task=uamix_audio_classification)")
         restored = getattr(task, "restored_encoder_config", None)
         encoder = encoder_for_model(cfg.encoder_checkpoint, restored,
                                     "model.encoder_checkpoint", cfg.num_frames,

@@ -49,6 +49,8 @@ class UamixAudioMAESwARoModel(UamixAudioMAEModel):
     gradient; see criterions/uamix_swaro.py).
     """
 
+    min_queue_size = 0  # 0 = no queue
+
     def __init__(self, cfg: UamixAudioMAESwARoConfig, encoder, queue_size: int):
         if cfg.num_prototypes < 2:
             raise ValueError(f"model.num_prototypes must be >= 2, got {cfg.num_prototypes}")

@@ -37,4 +37,4 @@ class EncoderStateMixin:
 def require_uamix_adamw(optimizer, task_name: str, why: str):
     """A clear error when the optimizer's groups were not built by `uamix_adamw`."""
     if not all("unit" in g for g in optimizer.param_groups):
-        raise ValueError(f"task {task_name} needs optimizer._name=uamix_adamw: {why}")
+        raise ValueError(f"task {task_name} needs optimizer=uamix_adamw (the shipped configs select it): {why}")

@@ -25,8 +25,8 @@ from ..mixing import mix_partner, sample_lambda
 from ..views import spec_augment_widths
 from .encoder_state import EncoderStateMixin, require_uamix_adamw
 from .monitoring import MonitorMixin
-from .uamix_contrastive import (AudioDataConfig, check_audio_data_config, frontend_config,
-                                split_manifest)
+from .uamix_contrastive import (AudioDataConfig, check_audio_data_config,
+                                check_eval_split_size, frontend_config, split_manifest)
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +137,8 @@ class UamixAudioClassificationTask(MonitorMixin, EncoderStateMixin, FairseqTask)
             seed=self.cfg.seed, skip_bad_audio=self.cfg.skip_bad_audio,
         )
         logger.info("%s: %d labelled clips from %s", split, len(self.datasets[split]), path)
+        if split != self.cfg.train_subset:
+            check_eval_split_size(len(self.datasets[split]), split, path)
 
     # ---------------------------------------------------------------- features
     def make_features(self, sample, generator=None):

@@ -23,7 +23,7 @@ from ..criterions.logging_sums import logged_total
 from ..data.audio_dataset import AudioClipDataset
 from ..distributed import rank_and_world
 from ..frontend import FrontendConfig, batch_fbank, model_input
-from ..manifest import read_manifest
+from ..manifest import MIN_VALID_CLIPS, read_manifest
 from ..views import ViewConfig, two_views
 from .batching import (MIN_CLIPS, DroppedBatchTracker, check_batch_size, check_clip_count,
                        usable_first_batch)
@@ -150,8 +150,22 @@ def split_manifest(data: str, split: str) -> str:
             f"no manifest for split '{split}': {path} does not exist (task.data="
             f"{data}; manifests there: {found or 'none'}). Make one with "
             "`python -m uamix_fairseq.manifest AUDIO_DIR --dest DIR`"
+            + ("" if split == "train" else
+               ", or train without validation: dataset.disable_validation=true")
         )
     return path
+
+
+def check_eval_split_size(num_clips: int, split: str, path: str):
+    """Refuse a validation (or test) split too small to score: one clip has no
+    negatives and reports loss 0 / accuracy 100."""
+    if num_clips < MIN_VALID_CLIPS:
+        raise ValueError(
+            f"{path} ('{split}' split) holds {num_clips} clip(s); a validation set needs "
+            f"at least {MIN_VALID_CLIPS} (one clip scores loss 0 / accuracy 100). Add "
+            "clips to it (e.g. `python -m uamix_fairseq.manifest AUDIO_DIR --dest DIR "
+            "--valid-percent 0.1`), or train without validation: "
+            "dataset.disable_validation=true")
 
 
 def unlabelled_dataset(cfg: AudioDataConfig, frontend: FrontendConfig, split: str):
@@ -164,6 +178,8 @@ def unlabelled_dataset(cfg: AudioDataConfig, frontend: FrontendConfig, split: st
         skip_bad_audio=cfg.skip_bad_audio,
     )
     logger.info("%s: %d clips from %s", split, len(dataset), path)
+    if split != "train":
+        check_eval_split_size(len(dataset), split, path)
     return dataset
 
 
