@@ -246,7 +246,10 @@ def run_pipeline(out_dir: str, quick: bool = False, joint: bool = False, seed: i
     names = ["random", "mae", "none", "uamix"] + (["joint"] if joint else [])
     argv = ["--manifest", os.path.join(corpus, "heldout.tsv"), "--num-frames", str(NUM_FRAMES),
             "--out", os.path.join(out_dir, "fewshot"), "--seed", "0", "--no-progress",
-            "--cache-dir", os.path.join(out_dir, "embeddings"), *plan["fewshot"]]
+            "--cache-dir", os.path.join(out_dir, "embeddings"), *plan["fewshot"],
+            # Paired differences against the MAE, the start of both tunings (the random
+            # row stays for reference), and the no-learning spectrum baseline.
+            "--reference", "mae", "--baseline", "fbank_stats"]
     for name in names:
         argv += ["--encoder", encoders[name], "--name", name]
     print(f"[fewshot] uamix-fewshot on the held-out classes: {', '.join(names)}", flush=True)
