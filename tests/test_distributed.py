@@ -6,7 +6,7 @@
   give the loss, gradients and support queue of one process on the whole batch, also
   with mixing and with a dummy batch on one rank;
 - an end-to-end two-rank ``fairseq-hydra-train`` run through
-  ``scripts/train_cpu_multiproc.sh``.
+  ``scripts/train_cpu_multiproc.sh``, resumed on both ranks by a second run.
 
 Every multi-process part runs under a deadline; on expiry all ranks are killed and the
 test fails with their output, so a collective that hangs cannot hang the suite.
@@ -327,15 +327,16 @@ def test_criterion_two_ranks_match_one_process(rank_results, monkeypatch, mix_mo
 
 
 # ------------------------------------------------------------------ end to end
-E2E_TIMEOUT = 150  # seconds for the whole two-rank run (it takes about 20 on 2 cores)
+E2E_TIMEOUT = 150  # seconds for each two-rank run (one takes about 15 on 2 cores)
 TRAIN_CLIPS = 11  # odd; batch size 4 -> batches of 4, 4, 3: rank 1 runs a dummy batch
 BATCH = 4
 EPOCHS = 2
 UPDATES_PER_EPOCH = 2  # 3 batches over 2 ranks
 
 # Run by the launcher instead of `fairseq-hydra-train` (UAMIX_TRAIN_CMD): the same
-# entry point, plus a dump of every rank's support queue whenever a checkpoint is due,
-# so the test can compare the ranks (fairseq itself saves on rank 0 only).
+# entry point, plus a dump of every rank's model state (support queue included)
+# whenever a checkpoint is due, so the test can compare the ranks (fairseq itself saves
+# on rank 0 only).
 _TRAIN_WRAPPER = '''
 import os, sys
 import torch
@@ -347,10 +348,10 @@ _save = checkpoint_utils.save_checkpoint
 def save_and_dump(cfg, trainer, epoch_itr, val_loss):
     out = _save(cfg, trainer, epoch_itr, val_loss)
     rank = trainer.data_parallel_rank
-    queue = trainer.get_model().support_queue.state_dict()
-    torch.save({k: v.clone() for k, v in queue.items()},
-               os.path.join(os.environ["QUEUE_DUMP_DIR"],
-                            f"queue-rank{rank}-epoch{epoch_itr.epoch}.pt"))
+    state = trainer.get_model().state_dict()
+    torch.save({k: v.detach().clone() for k, v in state.items()},
+               os.path.join(os.environ["STATE_DUMP_DIR"],
+                            f"state-rank{rank}-epoch{epoch_itr.epoch}.pt"))
     return out
 
 train.checkpoint_utils.save_checkpoint = save_and_dump
@@ -391,18 +392,17 @@ def _run_launcher(args, env, log_path, timeout):
             return proc.returncode, True
 
 
-@pytest.mark.skipif(shutil.which("fairseq-hydra-train") is None,
-                    reason="fairseq-hydra-train not installed")
-def test_two_rank_cpu_training_end_to_end(tmp_path):
-    corpus, ckpt = _write_corpus(tmp_path)
+def _train_two_ranks(tmp_path, corpus, ckpt, max_update, name):
+    """One launcher run of WORLD ranks into tmp_path/ckpt; returns rank 0's log and
+    the report (launcher and rank logs) for failure messages. Fails the test if the
+    run does not exit 0 within E2E_TIMEOUT."""
     wrapper = tmp_path / "train_wrapper.py"
     wrapper.write_text(_TRAIN_WRAPPER)
-    dumps = tmp_path / "queues"
-    dumps.mkdir()
-    logs = tmp_path / "logs"
+    dumps = tmp_path / "states"
+    dumps.mkdir(exist_ok=True)
+    logs = tmp_path / f"logs-{name}"
     env = dict(os.environ, UAMIX_TRAIN_CMD=f"{sys.executable} {wrapper}",
-               QUEUE_DUMP_DIR=str(dumps), UAMIX_LOG_DIR=str(logs))
-    max_update = EPOCHS * UPDATES_PER_EPOCH
+               STATE_DUMP_DIR=str(dumps), UAMIX_LOG_DIR=str(logs))
     overrides = tiny_overrides(corpus, ckpt, str(tmp_path / "ckpt"), **{
         "hydra.run.dir": str(tmp_path / "hydra"),
         "dataset.batch_size": BATCH,
@@ -419,26 +419,55 @@ def test_two_rank_cpu_training_end_to_end(tmp_path):
     })
     args = [str(WORLD), "--config-dir", os.path.join(REPO, "configs"),
             "--config-name", "demo", *overrides]
+    launcher_log = tmp_path / f"launcher-{name}.log"
     t0 = time.monotonic()
-    rc, timed_out = _run_launcher(args, env, tmp_path / "launcher.log", E2E_TIMEOUT)
+    rc, timed_out = _run_launcher(args, env, launcher_log, E2E_TIMEOUT)
     elapsed = time.monotonic() - t0
-    texts = {"launcher": (tmp_path / "launcher.log").read_text()}
+    texts = {f"launcher ({name})": launcher_log.read_text()}
     for r in range(WORLD):
         path = logs / f"rank{r}.log"
-        texts[f"rank {r}"] = path.read_text() if path.exists() else "(no log)"
+        texts[f"rank {r} ({name})"] = path.read_text() if path.exists() else "(no log)"
     report = "\n".join(f"===== {k} =====\n{v[-6000:]}" for k, v in texts.items())
-    assert not timed_out, f"no exit after {E2E_TIMEOUT} s; killed all ranks\n{report}"
-    assert rc == 0, f"launcher exited {rc} after {elapsed:.0f} s\n{report}"
+    assert not timed_out, f"{name}: no exit after {E2E_TIMEOUT} s; killed all ranks\n{report}"
+    assert rc == 0, f"{name}: launcher exited {rc} after {elapsed:.0f} s\n{report}"
+    return texts[f"rank 0 ({name})"], report
 
-    log0 = texts["rank 0"]
+
+_INNER = re.compile(r"\[train_inner\]\[INFO\] - epoch (\d+):.* loss=([^,]+),.*"
+                    r"queue_fill=([^,]+),.* bsz=(\d+), num_updates=(\d+)")
+
+
+@pytest.mark.skipif(shutil.which("fairseq-hydra-train") is None,
+                    reason="fairseq-hydra-train not installed")
+def test_two_rank_cpu_training_end_to_end_and_resume(tmp_path):
+    """Epoch 1 in one launcher run, then the same command with a higher max_update:
+    both ranks resume from rank 0's checkpoint_last.pt (fairseq loads it on rank 0 and
+    broadcasts it) and train epoch 2."""
+    corpus, ckpt = _write_corpus(tmp_path)
+    dumps = tmp_path / "states"
+
+    log0, report = _train_two_ranks(tmp_path, corpus, ckpt, UPDATES_PER_EPOCH, "first")
     assert "initialized host" in log0 and "as rank 0" in log0, report
-    inner = re.findall(r"\[train_inner\]\[INFO\] - epoch (\d+):.* loss=([^,]+),.*"
-                       r"queue_fill=([^,]+),.* bsz=(\d+), num_updates=(\d+)", log0)
+    inner = _INNER.findall(log0)
     # Per update: 4 + 4 clips, then 3 + the dummy batch (bsz counts real clips only).
     assert [(int(e), int(b), int(n)) for e, _, _, b, n in inner] == [
-        (1, 8, 1), (1, 3, 2), (2, 8, 3), (2, 3, 4)], report
-    assert all(math.isfinite(float(loss)) for _, loss, _, _, _ in inner), report
+        (1, 8, 1), (1, 3, 2)], report
     assert float(inner[0][2]) == pytest.approx(8 / TRAIN_CLIPS, abs=1e-3), report
+    first = torch.load(tmp_path / "ckpt" / "checkpoint_last.pt", map_location="cpu",
+                       weights_only=False)
+    assert first["optimizer_history"][-1]["num_updates"] == UPDATES_PER_EPOCH
+
+    max_update = EPOCHS * UPDATES_PER_EPOCH
+    log0, report = _train_two_ranks(tmp_path, corpus, ckpt, max_update, "resumed")
+    assert re.search(r"Loaded checkpoint \S*checkpoint_last\.pt \(epoch 2 @ %d updates\)"
+                     % UPDATES_PER_EPOCH, log0), report
+    resumed = _INNER.findall(log0)
+    # The update count goes on from the checkpoint; the restored queue is already full.
+    assert [(int(e), int(b), int(n)) for e, _, _, b, n in resumed] == [
+        (2, 8, 3), (2, 3, 4)], report
+    assert float(resumed[0][2]) == pytest.approx(1.0, abs=1e-3), report
+    inner += resumed
+    assert all(math.isfinite(float(loss)) for _, loss, _, _, _ in inner), report
     assert re.search(r"epoch 0*%d \| valid on 'valid' subset" % EPOCHS, log0), report
     assert re.search(r"epoch 0*%d \| loss .* num_updates %d \|" % (EPOCHS, max_update), log0), report
 
@@ -455,13 +484,21 @@ def test_two_rank_cpu_training_end_to_end(tmp_path):
     norms = model["support_queue.features"].norm(dim=1)
     assert torch.allclose(norms, torch.ones_like(norms), atol=1e-4)
 
-    # Every rank holds the same queue, at the end of each epoch.
+    # Every rank holds the same parameters and queue at the end of each epoch: in the
+    # resumed run rank 1 started from rank 0's checkpoint, not from its own start.
+    # (Batch-norm statistics are per rank without model.sync_batchnorm.)
+    per_rank = ("running_mean", "running_var", "num_batches_tracked")
     for epoch in range(1, EPOCHS + 1):
-        q = [torch.load(dumps / f"queue-rank{r}-epoch{epoch}.pt") for r in range(WORLD)]
-        for key in q[0]:
-            assert torch.equal(q[0][key], q[1][key]), (epoch, key)
-    for key in ("features", "indices", "state"):
-        assert torch.equal(q[0][key], model[f"support_queue.{key}"])
+        s = [torch.load(dumps / f"state-rank{r}-epoch{epoch}.pt") for r in range(WORLD)]
+        assert s[0].keys() == s[1].keys()
+        shared = [k for k in s[0] if not k.endswith(per_rank)]
+        assert any(k.startswith("encoder.") for k in shared), shared
+        for key in shared:
+            assert torch.equal(s[0][key], s[1][key]), (epoch, key)
+    for key, value in model.items():
+        assert torch.equal(s[0][key], value), key
+    assert not torch.equal(first["model"]["support_queue.features"],
+                           model["support_queue.features"])
 
 
 # ------------------------------------------------------------------ the launcher alone
