@@ -91,7 +91,8 @@ from uamix_fairseq.mixing import mix_batch  # noqa: E402
 from uamix_fairseq.nnclr import NNCLRHead, SupportQueue, nnclr_loss, soft_target_loss  # noqa: E402
 from uamix_fairseq.views import ViewConfig, two_views  # noqa: E402
 
-# The method's defaults (docs/method.md), as in bench_training.py.
+# The method's defaults (docs/method.md, "Reconstructed choices at a glance"), as in
+# bench_training.py.
 LR, BETAS, EPS = 1e-4, (0.9, 0.95), 1e-8
 WEIGHT_DECAY, HEAD_WEIGHT_DECAY, LAYER_DECAY = 0.05, 1e-5, 0.65
 TEMPERATURE = 0.15

@@ -64,7 +64,8 @@ from uamix_fairseq.mixing import mix_batch  # noqa: E402
 from uamix_fairseq.nnclr import NNCLRHead, SupportQueue, nnclr_loss, soft_target_loss  # noqa: E402
 from uamix_fairseq.views import ViewConfig, two_views  # noqa: E402
 
-# The method's defaults (docs/method.md) that both the bare loop and fairseq use.
+# The method's defaults (docs/method.md, "Reconstructed choices at a glance") that both
+# the bare loop and fairseq use.
 SEED = 1
 LR = 1e-4
 BETAS = (0.9, 0.95)

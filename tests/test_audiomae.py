@@ -121,7 +121,8 @@ def test_pos_embed_crop_and_interpolate(tmp_path, tiny_cfg):
 
 
 def test_token_order_is_time_major(tiny_cfg):
-    """Token k is the patch at (t = k // 8, f = k % 8) (audiomae_format.md)."""
+    """Token k is the patch at (t = k // 8, f = k % 8) (docs/audiomae_format.md,
+    "Geometry")."""
     enc = AudioMAEEncoder(tiny_cfg)
     x = torch.zeros(1, 1, 32, 128)
     x[0, 0, 16:32, 48:64] = 1.0  # patch (t=1, f=3)

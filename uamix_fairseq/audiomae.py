@@ -129,7 +129,8 @@ def sincos_pos_embed(embed_dim: int, grid_t: int, grid_f: int) -> torch.Tensor:
     """A 2-D sin-cos table [1, 1 + grid_t * grid_f, D] (row 0, for cls, is zero).
 
     Only used for freshly initialised encoders: a loaded encoder always takes the table
-    stored in its file (AudioMAE's was built on a transposed grid; audiomae_format.md).
+    stored in its file (AudioMAE's was built on a transposed grid; docs/audiomae_format.md,
+    "Positional table").
     """
     if embed_dim % 4:
         raise ValueError(f"embed_dim {embed_dim} must be a multiple of 4 for sin-cos")

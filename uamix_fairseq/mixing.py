@@ -5,12 +5,12 @@ mel bins) and return ``(mixed, lam, partner)``:
 
 - ``mixed`` [B, 1, T, F]: row i mixes clip i with clip ``partner[i]``;
 - ``lam`` [B]: the share of clip i in row i, recomputed from what was actually pasted
-  (docs/method.md, "T-CutMix": "Recompute lambda = 1 - cut/T");
+  (docs/method.md, "T-CutMix": lambda = 1 - cut/T);
 - ``partner`` [B] (long): the clip each row was mixed with.
 
 One lambda and one cut are drawn per batch, as in Un-Mix, so that m_ij and m_ji use the
-same mask with i and j swapped (docs/method.md, Eq. 2). Nothing here knows about fairseq
-or about the loss.
+same mask with i and j swapped (docs/method.md, "T-CutMix", Eq. 2). Nothing here knows
+about fairseq or about the loss.
 """
 
 import math

@@ -3,7 +3,8 @@
 References: Dwibedi et al., "With a Little Help from My Friends: Nearest-Neighbor
 Contrastive Learning of Visual Representations" (NNCLR, ICCV 2021), and, for the
 soft-target loss on mixtures, uaMix-MAE (ICASSP 2024) and i-Mix / Un-Mix. Choices marked
-[R] in docs/method.md are arguments with the defaults given there.
+[R] in docs/method.md ("NNCLR head, queue and losses", "Soft targets") are arguments
+with the defaults given there.
 
 Nothing here knows about audio or fairseq: inputs are embeddings.
 """

@@ -6,7 +6,7 @@ Cluster Assignments" (SwAV, NeurIPS 2020) for prototypes, Sinkhorn codes and the
 prediction; Wahed, Tabassum, Lourentzou, "Adversarial Contrastive Learning by Permuting
 Cluster Assignments" (SwARo, arXiv 2204.10314) for adversarial views made by pushing a
 clip's assignment towards a permuted one. SwARo has no public code: every choice here is
-a reconstruction [R] (docs/method.md), with SwAV's defaults where SwAV has one.
+a reconstruction [R] (docs/method.md, "SwARo"), with SwAV's defaults where SwAV has one.
 
 The optional SwAV feature queue is ``nnclr.SupportQueue`` (float-only, dtype-stable
 storage of normalised projections), used here only to enlarge the Sinkhorn problem.

@@ -3,7 +3,7 @@
 Reference: Tabassum, Wahed, Eldardiry, Lourentzou, "Hard Negative Sampling Strategies
 for Contrastive Representation Learning" (UnReMix, arXiv 2206.01197). Only its abstract
 is readable: it weights negatives by anchor similarity, model uncertainty and
-representativeness. Everything below is a reconstruction (docs/method.md, last section):
+representativeness. Everything below is a reconstruction (docs/method.md, "UnReMix"):
 
 For anchor row i and negative column k of the logits ``anchors @ candidates.T / tau``
 over the global batch (row k and column k are the same clip):

@@ -18,7 +18,7 @@ Python loop over clips. Augmentations, each a field of ``ViewConfig``, in this o
 - gain: a random gain in dB, which is an additive constant in the log-power domain
   (log(g^2 P) = log P + 2 log g);
 - SpecAugment: one time and one frequency mask per view, set to zero in the raw log
-  domain, as AudioMAE does (audiomae_format.md).
+  domain, as AudioMAE does (docs/audiomae_format.md, "Normalisation and padding").
 
 With everything off the two views are identical to the input.
 """

@@ -1,4 +1,5 @@
-"""fairseq criterion `uamix_nnclr`: L = L_clean + mix_weight * L_mix (docs/method.md).
+"""fairseq criterion `uamix_nnclr`: L = L_clean + mix_weight * L_mix (docs/method.md,
+"Contrastive tuning (stage 2)").
 
 - L_clean: symmetric NNCLR loss between the two views, negatives from the global batch.
 - L_mix: the mixture of view 1 (T-CutMix, TF-CutMix or mixup) should predict the

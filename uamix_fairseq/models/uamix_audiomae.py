@@ -129,7 +129,8 @@ class UamixAudioMAEModel(BaseFairseqModel):
             self.queue_projector = copy.deepcopy(self.head.projector).requires_grad_(False)
         self._ema_at = None  # the update the EMA copy last followed
         self.trainable_blocks = trainable_blocks_at(self.schedule, 0)
-        # The patch embedding and cls token never train here (docs/method.md, stage B):
+        # The patch embedding and cls token never train here (docs/method.md,
+        # "Progressive retraining", stage B):
         # keeping them out of the optimizer saves its state too.
         for p in (self.encoder.cls_token, *self.encoder.patch_embed.parameters()):
             p.requires_grad_(False)

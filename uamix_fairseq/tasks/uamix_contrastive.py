@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 @dataclass
 class AudioDataConfig(FairseqDataclass):
     """Fields shared by every uamix audio task: where the data is and how features are
-    made (audiomae_format.md)."""
+    made (docs/audiomae_format.md, "Features")."""
 
     data: str = field(default=MISSING, metadata={"help": "folder holding <split>.tsv manifests"})
     sample_rate: int = field(default=16000, metadata={"help": "sample rate the encoder expects"})
