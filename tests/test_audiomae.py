@@ -162,6 +162,40 @@ def test_frozen_prefix_has_no_autograd_and_same_values(tiny_cfg):
         enc(x, trainable_blocks=5)
 
 
+def _direct_tokens(enc, x, keep=None, n_blocks=None, final_norm=True):
+    """The encoder's computation written out: patches + positions, optional gather of
+    ``keep``, cls (+ its position) first, the blocks, the final norm."""
+    tokens = enc.patch_embed.proj(x).flatten(2).transpose(1, 2) + enc.pos_embed[:, 1:]
+    if keep is not None:
+        tokens = torch.stack([t[k] for t, k in zip(tokens, keep)])
+    h = torch.cat([(enc.cls_token + enc.pos_embed[:, :1]).expand(len(x), -1, -1), tokens], 1)
+    for blk in enc.blocks[:n_blocks]:
+        h = blk(h)
+    return enc.norm(h) if final_norm and enc.final_norm == "norm" else h
+
+
+def test_forward_keep_runs_only_the_kept_patches(tiny_cfg):
+    enc = AudioMAEEncoder(tiny_cfg).eval()
+    x = torch.randn(2, 1, 32, 128)
+    n = tiny_cfg.num_patches
+    keep = torch.stack([torch.randperm(n, generator=torch.Generator().manual_seed(i))[:5]
+                        for i in range(2)])
+    with torch.no_grad():
+        assert torch.equal(enc(x), _direct_tokens(enc, x))
+        out = enc(x, keep=keep)
+        assert out.shape == (2, 1 + 5, 64)
+        assert torch.equal(out, _direct_tokens(enc, x, keep))
+        # Every patch, in token order: the plain forward.
+        assert torch.equal(enc(x, keep=torch.arange(n).expand(2, n)), enc(x))
+        # The frozen prefix filters the same way and computes the same values.
+        torch.testing.assert_close(enc(x, trainable_blocks=1, keep=keep), out)
+        # A readout stops after block 2, without the final norm.
+        assert torch.equal(enc(x, layer=2, final_norm=False),
+                           _direct_tokens(enc, x, n_blocks=2, final_norm=False))
+    with pytest.raises(ValueError, match="keep"):
+        enc(x, keep=keep[0])
+
+
 def test_input_shape_errors(tiny_cfg):
     enc = AudioMAEEncoder(tiny_cfg)
     with pytest.raises(ValueError, match=r"\[B, 1, T, F\]"):

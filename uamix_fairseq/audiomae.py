@@ -161,6 +161,11 @@ class AudioMAEEncoder(nn.Module):
     top ``trainable_blocks`` blocks (and the final norm) run with autograd; the patch
     embedding, the lower blocks, the cls token and the positional table run under
     ``torch.no_grad()``, so they keep no activations and cost no backward pass.
+
+    ``keep`` (forward argument, long [B, n_keep]): the patch tokens to run, as indices
+    into the N patches, taken after positions are added; the cls token is always
+    prepended. MAE's visible patches and fine-tuning's structured patch dropout are both
+    such a filter.
     """
 
     def __init__(self, cfg: EncoderConfig, final_norm: str = "norm"):
@@ -223,31 +228,41 @@ class AudioMAEEncoder(nn.Module):
                 "or load the checkpoint with num_frames=..."
             )
 
-    def _embed_patches(self, x):
+    def _embed_patches(self, x, keep=None):
+        """Patch tokens plus positions, filtered by ``keep``, cls (+ its position) first."""
         tokens = self.patch_embed(x) + self.pos_embed[:, 1:, :]
+        if keep is not None:
+            if keep.ndim != 2 or keep.shape[0] != x.shape[0]:
+                raise ValueError(f"keep must be a [B, n_keep] index of the patches, got "
+                                 f"{tuple(keep.shape)} for a batch of {x.shape[0]}")
+            tokens = tokens.gather(1, keep[:, :, None].expand(-1, -1, tokens.shape[2]))
         cls = (self.cls_token + self.pos_embed[:, :1, :]).expand(x.shape[0], -1, -1)
         return torch.cat([cls, tokens], dim=1)
 
-    def _finish(self, x):
-        return self.norm(x) if self.final_norm == "norm" else x
-
-    def forward(self, x, trainable_blocks: Optional[int] = None):
-        """[B, 1, T, F] -> [B, 1 + N, D]; see the class docstring for trainable_blocks."""
+    def forward(self, x, trainable_blocks: Optional[int] = None,
+                keep: Optional[torch.Tensor] = None, layer: Optional[int] = None,
+                final_norm: bool = True):
+        """[B, 1, T, F] -> [B, 1 + N, D] (1 + n_keep with ``keep``); see the class
+        docstring for trainable_blocks and keep. ``layer`` / ``final_norm``: stop after
+        that block, with or without the final ``norm`` (see ``features``)."""
         self._check_input(x)
         n_train = self.depth if trainable_blocks is None else int(trainable_blocks)
         if not 0 <= n_train <= self.depth:
             raise ValueError(f"trainable_blocks={n_train} outside [0, {self.depth}]")
+        n_blocks = self.resolve_layer(layer)
         n_frozen = self.depth - n_train
         frozen_everything = trainable_blocks is not None
         with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen_everything):
-            h = self._embed_patches(x)
+            h = self._embed_patches(x, keep)
         with torch.set_grad_enabled(torch.is_grad_enabled() and n_frozen == 0):
-            for blk in self.blocks[:n_frozen]:
+            for blk in self.blocks[:min(n_frozen, n_blocks)]:
                 h = blk(h)
-        for blk in self.blocks[n_frozen:]:
+        for blk in self.blocks[n_frozen:n_blocks]:
             h = blk(h)
+        if not (final_norm and self.final_norm == "norm"):
+            return h
         with torch.set_grad_enabled(torch.is_grad_enabled() and n_train > 0):
-            return self._finish(h)
+            return self.norm(h)
 
     def pool(self, tokens, pooling: str = "mean"):
         """Pooled embedding [B, D] from tokens [B, 1 + N, D]."""
@@ -292,14 +307,7 @@ class AudioMAEEncoder(nn.Module):
         embedding instead, in ``pool_tokens``. ``features(x)`` equals ``forward(x)``.
         Gradients flow as usual (no freezing here).
         """
-        self._check_input(x)
-        n_blocks = self.resolve_layer(layer)
-        h = self._embed_patches(x)
-        for blk in self.blocks[:n_blocks]:
-            h = blk(h)
-        if final_norm and self.final_norm == "norm":
-            h = self.norm(h)
-        return h
+        return self(x, layer=layer, final_norm=final_norm)
 
     def patch_mask(self, valid_frames, num_frames: Optional[int] = None):
         """Bool [B, N]: True for the patches of real frames, time-major like the tokens.
