@@ -196,6 +196,36 @@ def test_forward_keep_runs_only_the_kept_patches(tiny_cfg):
         enc(x, keep=keep[0])
 
 
+def test_parameter_units_and_no_weight_decay(tiny_cfg):
+    for final_norm in ("norm", "fc_norm"):
+        enc = AudioMAEEncoder(tiny_cfg, final_norm=final_norm)
+        names = [n for n, _ in enc.named_parameters()]
+        units = enc.parameter_units()
+        assert sorted(units) == sorted(names)
+        # By hand: block i, the final norm, everything else is the embedding.
+        for n in names:
+            want = (f"block.{n.split('.')[1]}" if n.startswith("blocks.")
+                    else "encoder.norm" if n.startswith(final_norm + ".")
+                    else "encoder.embed")
+            assert units[n] == want, n
+        assert enc.units() == ["encoder.embed", "block.0", "block.1", "block.2", "block.3",
+                               "encoder.norm"]
+        assert set(units.values()) == set(enc.units())
+        params = dict(enc.named_parameters())
+        assert enc.no_weight_decay() == {"cls_token"} | {
+            n for n, p in params.items() if p.ndim <= 1}
+        assert f"{final_norm}.weight" in enc.no_weight_decay()
+        assert "blocks.0.attn.qkv.weight" not in enc.no_weight_decay()
+        assert enc.frozen_units(4) == {"encoder.embed"}
+        assert enc.frozen_units(1) == {"encoder.embed", "block.0", "block.1", "block.2"}
+        assert enc.frozen_units(0) == set(enc.units())
+        frozen = {n for n, p in params.items()
+                  if any(p is q for q in enc.frozen_parameters(1))}
+        assert frozen == {n for n in names if n.startswith(("cls_token", "patch_embed.",
+                                                             "blocks.0.", "blocks.1.",
+                                                             "blocks.2."))}
+
+
 def test_input_shape_errors(tiny_cfg):
     enc = AudioMAEEncoder(tiny_cfg)
     with pytest.raises(ValueError, match=r"\[B, 1, T, F\]"):

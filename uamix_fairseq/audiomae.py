@@ -166,6 +166,10 @@ class AudioMAEEncoder(nn.Module):
     into the N patches, taken after positions are added; the cls token is always
     prepended. MAE's visible patches and fine-tuning's structured patch dropout are both
     such a filter.
+
+    The encoder also names its parameter groups: ``units()`` (freezing units, bottom to
+    top), ``parameter_units()`` (parameter name -> unit), ``frozen_units(n)`` and
+    ``no_weight_decay()``; the optimizer tags read these, never parameter names.
     """
 
     def __init__(self, cfg: EncoderConfig, final_norm: str = "norm"):
@@ -365,15 +369,54 @@ class AudioMAEEncoder(nn.Module):
         mask = None if valid_frames is None else self.patch_mask(valid_frames, x.shape[-2])
         return self.pool_tokens(tokens, pooling, mask, final_norm=final_norm)
 
+    # ----------------------------------------------------------------------------------
+    # Parameter groups: freezing units and weight decay (as timm's no_weight_decay).
+    # ----------------------------------------------------------------------------------
+
+    def units(self):
+        """Freezing units, bottom to top: ``encoder.embed`` (patch embedding, cls
+        token), ``block.0`` .. ``block.{depth-1}``, ``encoder.norm`` (``norm`` or
+        ``fc_norm``). A unit's index is its layer id for layer-wise lr decay."""
+        return ["encoder.embed", *(f"block.{i}" for i in range(self.depth)), "encoder.norm"]
+
+    def parameter_units(self) -> Dict[str, str]:
+        """Parameter name (as in ``named_parameters``) -> its unit (see ``units``)."""
+        out = {"cls_token": "encoder.embed"}
+        out.update((n, "encoder.embed") for n, _ in
+                   self.patch_embed.named_parameters(prefix="patch_embed"))
+        for i, blk in enumerate(self.blocks):
+            out.update((n, f"block.{i}") for n, _ in
+                       blk.named_parameters(prefix=f"blocks.{i}"))
+        out.update((n, "encoder.norm") for n, _ in
+                   self._final_norm_module().named_parameters(prefix=self.final_norm))
+        return out
+
+    def no_weight_decay(self):
+        """Names of the parameters trained without weight decay: every bias, every
+        LayerNorm's parameters and the cls token (``pos_embed`` is a fixed buffer)."""
+        names = {"cls_token"}
+        for prefix, m in self.named_modules():
+            if isinstance(m, nn.LayerNorm):
+                names.update(n for n, _ in m.named_parameters(prefix=prefix))
+            elif isinstance(getattr(m, "bias", None), nn.Parameter):
+                names.add(f"{prefix}.bias")
+        return names
+
+    def frozen_units(self, trainable_blocks: int):
+        """Units that ``forward(x, trainable_blocks)`` runs without autograd: the
+        embedding, the lower ``depth - trainable_blocks`` blocks, and the final norm
+        when no block trains."""
+        units = self.units()
+        frozen = set(units[:1 + self.depth - trainable_blocks])
+        if trainable_blocks == 0:
+            frozen.add(units[-1])
+        return frozen
+
     def frozen_parameters(self, trainable_blocks: int):
         """The parameters that ``forward(x, trainable_blocks)`` leaves without gradient."""
-        n_frozen = self.depth - trainable_blocks
-        params = [self.cls_token, *self.patch_embed.parameters()]
-        for blk in self.blocks[:n_frozen]:
-            params.extend(blk.parameters())
-        if trainable_blocks == 0:
-            params.extend(self._final_norm_module().parameters())
-        return params
+        frozen = self.frozen_units(trainable_blocks)
+        params = dict(self.named_parameters())
+        return [params[n] for n, unit in self.parameter_units().items() if unit in frozen]
 
     def _final_norm_module(self):
         return self.norm if self.final_norm == "norm" else self.fc_norm
