@@ -163,6 +163,70 @@ def test_frozen_prefix_has_no_autograd_and_same_values(tiny_cfg):
         enc(x, trainable_blocks=5)
 
 
+def _direct_tokens(enc, x, keep=None, n_blocks=None, final_norm=True):
+    """The encoder's computation written out: patches + positions, optional gather of
+    ``keep``, cls (+ its position) first, the blocks, the final norm."""
+    tokens = enc.patch_embed.proj(x).flatten(2).transpose(1, 2) + enc.pos_embed[:, 1:]
+    if keep is not None:
+        tokens = torch.stack([t[k] for t, k in zip(tokens, keep)])
+    h = torch.cat([(enc.cls_token + enc.pos_embed[:, :1]).expand(len(x), -1, -1), tokens], 1)
+    for blk in enc.blocks[:n_blocks]:
+        h = blk(h)
+    return enc.norm(h) if final_norm and enc.final_norm == "norm" else h
+
+
+def test_forward_keep_runs_only_the_kept_patches(tiny_cfg):
+    enc = AudioMAEEncoder(tiny_cfg).eval()
+    x = torch.randn(2, 1, 32, 128)
+    n = tiny_cfg.num_patches
+    keep = torch.stack([torch.randperm(n, generator=torch.Generator().manual_seed(i))[:5]
+                        for i in range(2)])
+    with torch.no_grad():
+        assert torch.equal(enc(x), _direct_tokens(enc, x))
+        out = enc(x, keep=keep)
+        assert out.shape == (2, 1 + 5, 64)
+        assert torch.equal(out, _direct_tokens(enc, x, keep))
+        # Every patch, in token order: the plain forward.
+        assert torch.equal(enc(x, keep=torch.arange(n).expand(2, n)), enc(x))
+        # The frozen prefix filters the same way and computes the same values.
+        torch.testing.assert_close(enc(x, trainable_blocks=1, keep=keep), out)
+        # A readout stops after block 2, without the final norm.
+        assert torch.equal(enc(x, layer=2, final_norm=False),
+                           _direct_tokens(enc, x, n_blocks=2, final_norm=False))
+    with pytest.raises(ValueError, match="keep"):
+        enc(x, keep=keep[0])
+
+
+def test_parameter_units_and_no_weight_decay(tiny_cfg):
+    for final_norm in ("norm", "fc_norm"):
+        enc = AudioMAEEncoder(tiny_cfg, final_norm=final_norm)
+        names = [n for n, _ in enc.named_parameters()]
+        units = enc.parameter_units()
+        assert sorted(units) == sorted(names)
+        # By hand: block i, the final norm, everything else is the embedding.
+        for n in names:
+            want = (f"block.{n.split('.')[1]}" if n.startswith("blocks.")
+                    else "encoder.norm" if n.startswith(final_norm + ".")
+                    else "encoder.embed")
+            assert units[n] == want, n
+        assert enc.units() == ["encoder.embed", "block.0", "block.1", "block.2", "block.3",
+                               "encoder.norm"]
+        assert set(units.values()) == set(enc.units())
+        params = dict(enc.named_parameters())
+        assert enc.no_weight_decay() == {"cls_token"} | {
+            n for n, p in params.items() if p.ndim <= 1}
+        assert f"{final_norm}.weight" in enc.no_weight_decay()
+        assert "blocks.0.attn.qkv.weight" not in enc.no_weight_decay()
+        assert enc.frozen_units(4) == {"encoder.embed"}
+        assert enc.frozen_units(1) == {"encoder.embed", "block.0", "block.1", "block.2"}
+        assert enc.frozen_units(0) == set(enc.units())
+        frozen = {n for n, p in params.items()
+                  if any(p is q for q in enc.frozen_parameters(1))}
+        assert frozen == {n for n in names if n.startswith(("cls_token", "patch_embed.",
+                                                             "blocks.0.", "blocks.1.",
+                                                             "blocks.2."))}
+
+
 def test_input_shape_errors(tiny_cfg):
     enc = AudioMAEEncoder(tiny_cfg)
     with pytest.raises(ValueError, match=r"\[B, 1, T, F\]"):

@@ -134,6 +134,25 @@ def test_patch_dropout_only_in_training_and_encoder_layout(corpus):
         torch.testing.assert_close(model.train().embed(x), expected)
 
 
+def test_patch_dropout_is_the_encoder_on_the_kept_patches(corpus):
+    """Training embedding against the computation written out: patches + positions,
+    ``structured_patch_dropout`` of them (same global seed), cls first, the blocks
+    (drop path on), mean of the patch tokens, fc_norm."""
+    model = _model(corpus["encoder"], mask_t_prob=0.25, mask_f_prob=0.3).train()
+    enc = model.encoder
+    x = torch.randn(3, 1, 32, 128)
+    torch.manual_seed(7)
+    got = model.embed(x)
+    torch.manual_seed(7)
+    tokens = enc.patch_embed(x) + enc.pos_embed[:, 1:]
+    kept = structured_patch_dropout(tokens, enc.cfg.grid, 0.25, 0.3)
+    h = torch.cat([(enc.cls_token + enc.pos_embed[:, :1]).expand(3, -1, -1), kept], 1)
+    for blk in enc.blocks:
+        h = blk(h)
+    assert kept.shape[1] == int(2 * 0.75) * int(8 * 0.7)
+    assert torch.equal(got, enc.fc_norm(h[:, 1:].mean(dim=1)))
+
+
 def test_encoder_from_a_uamix_fairseq_checkpoint(corpus, tmp_path):
     """A uaMix-tuned encoder (fairseq checkpoint of the contrastive model) initialises
     the classifier: encoder weights kept, head and queue ignored, heads from the task

@@ -176,6 +176,31 @@ def test_decoder_keys_and_visible_encoding():
     assert torch.allclose(latent[:, 0], full[:, 0], atol=1e-5)
 
 
+@pytest.mark.parametrize("mode, ratios", [("random", (0.75, 0.0, 0.0)),
+                                           ("time_frequency", (0.0, 0.25, 0.5))])
+def test_encode_visible_is_the_encoder_on_the_masked_tokens(mode, ratios):
+    """Against the computation written out: patches + positions, ``mask_tokens`` on
+    them with the same generator, cls first, blocks, final norm (drop path on, train
+    mode, the same global seed)."""
+    cfg = EncoderConfig(embed_dim=16, depth=2, num_heads=2, num_frames=64, num_mel_bins=32,
+                        drop_path_rate=0.3)
+    torch.manual_seed(0)
+    enc = AudioMAEEncoder(cfg).train()
+    x = torch.randn(3, 1, 64, 32)
+    torch.manual_seed(1)
+    latent, mask, ids = encode_visible(enc, x, ratios[0], torch.Generator().manual_seed(2),
+                                       mode, ratios[1], ratios[2])
+    torch.manual_seed(1)
+    tokens = enc.patch_embed(x) + enc.pos_embed[:, 1:]
+    visible, mask_ref, ids_ref = mask_tokens(tokens, cfg.grid, mode, *ratios,
+                                             generator=torch.Generator().manual_seed(2))
+    h = torch.cat([(enc.cls_token + enc.pos_embed[:, :1]).expand(3, -1, -1), visible], 1)
+    for blk in enc.blocks:
+        h = blk(h)
+    assert torch.equal(latent, enc.norm(h))
+    assert torch.equal(mask, mask_ref) and torch.equal(ids, ids_ref)
+
+
 def test_a_few_steps_reduce_the_loss():
     torch.manual_seed(0)
     cfg = EncoderConfig(embed_dim=32, depth=2, num_heads=2, num_frames=32, num_mel_bins=32)

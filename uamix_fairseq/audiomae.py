@@ -162,6 +162,15 @@ class AudioMAEEncoder(nn.Module):
     top ``trainable_blocks`` blocks (and the final norm) run with autograd; the patch
     embedding, the lower blocks, the cls token and the positional table run under
     ``torch.no_grad()``, so they keep no activations and cost no backward pass.
+
+    ``keep`` (forward argument, long [B, n_keep]): the patch tokens to run, as indices
+    into the N patches, taken after positions are added; the cls token is always
+    prepended. MAE's visible patches and fine-tuning's structured patch dropout are both
+    such a filter.
+
+    The encoder also names its parameter groups: ``units()`` (freezing units, bottom to
+    top), ``parameter_units()`` (parameter name -> unit), ``frozen_units(n)`` and
+    ``no_weight_decay()``; the optimizer tags read these, never parameter names.
     """
 
     def __init__(self, cfg: EncoderConfig, final_norm: str = "norm"):
@@ -224,31 +233,41 @@ class AudioMAEEncoder(nn.Module):
                 "or load the checkpoint with num_frames=..."
             )
 
-    def _embed_patches(self, x):
+    def _embed_patches(self, x, keep=None):
+        """Patch tokens plus positions, filtered by ``keep``, cls (+ its position) first."""
         tokens = self.patch_embed(x) + self.pos_embed[:, 1:, :]
+        if keep is not None:
+            if keep.ndim != 2 or keep.shape[0] != x.shape[0]:
+                raise ValueError(f"keep must be a [B, n_keep] index of the patches, got "
+                                 f"{tuple(keep.shape)} for a batch of {x.shape[0]}")
+            tokens = tokens.gather(1, keep[:, :, None].expand(-1, -1, tokens.shape[2]))
         cls = (self.cls_token + self.pos_embed[:, :1, :]).expand(x.shape[0], -1, -1)
         return torch.cat([cls, tokens], dim=1)
 
-    def _finish(self, x):
-        return self.norm(x) if self.final_norm == "norm" else x
-
-    def forward(self, x, trainable_blocks: Optional[int] = None):
-        """[B, 1, T, F] -> [B, 1 + N, D]; see the class docstring for trainable_blocks."""
+    def forward(self, x, trainable_blocks: Optional[int] = None,
+                keep: Optional[torch.Tensor] = None, layer: Optional[int] = None,
+                final_norm: bool = True):
+        """[B, 1, T, F] -> [B, 1 + N, D] (1 + n_keep with ``keep``); see the class
+        docstring for trainable_blocks and keep. ``layer`` / ``final_norm``: stop after
+        that block, with or without the final ``norm`` (see ``features``)."""
         self._check_input(x)
         n_train = self.depth if trainable_blocks is None else int(trainable_blocks)
         if not 0 <= n_train <= self.depth:
             raise ValueError(f"trainable_blocks={n_train} outside [0, {self.depth}]")
+        n_blocks = self.resolve_layer(layer)
         n_frozen = self.depth - n_train
         frozen_everything = trainable_blocks is not None
         with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen_everything):
-            h = self._embed_patches(x)
+            h = self._embed_patches(x, keep)
         with torch.set_grad_enabled(torch.is_grad_enabled() and n_frozen == 0):
-            for blk in self.blocks[:n_frozen]:
+            for blk in self.blocks[:min(n_frozen, n_blocks)]:
                 h = blk(h)
-        for blk in self.blocks[n_frozen:]:
+        for blk in self.blocks[n_frozen:n_blocks]:
             h = blk(h)
+        if not (final_norm and self.final_norm == "norm"):
+            return h
         with torch.set_grad_enabled(torch.is_grad_enabled() and n_train > 0):
-            return self._finish(h)
+            return self.norm(h)
 
     def pool(self, tokens, pooling: str = "mean"):
         """Pooled embedding [B, D] from tokens [B, 1 + N, D]."""
@@ -293,14 +312,7 @@ class AudioMAEEncoder(nn.Module):
         embedding instead, in ``pool_tokens``. ``features(x)`` equals ``forward(x)``.
         Gradients flow as usual (no freezing here).
         """
-        self._check_input(x)
-        n_blocks = self.resolve_layer(layer)
-        h = self._embed_patches(x)
-        for blk in self.blocks[:n_blocks]:
-            h = blk(h)
-        if final_norm and self.final_norm == "norm":
-            h = self.norm(h)
-        return h
+        return self(x, layer=layer, final_norm=final_norm)
 
     def patch_mask(self, valid_frames, num_frames: Optional[int] = None):
         """Bool [B, N]: True for the patches of real frames, time-major like the tokens.
@@ -358,15 +370,54 @@ class AudioMAEEncoder(nn.Module):
         mask = None if valid_frames is None else self.patch_mask(valid_frames, x.shape[-2])
         return self.pool_tokens(tokens, pooling, mask, final_norm=final_norm)
 
+    # ----------------------------------------------------------------------------------
+    # Parameter groups: freezing units and weight decay (as timm's no_weight_decay).
+    # ----------------------------------------------------------------------------------
+
+    def units(self):
+        """Freezing units, bottom to top: ``encoder.embed`` (patch embedding, cls
+        token), ``block.0`` .. ``block.{depth-1}``, ``encoder.norm`` (``norm`` or
+        ``fc_norm``). A unit's index is its layer id for layer-wise lr decay."""
+        return ["encoder.embed", *(f"block.{i}" for i in range(self.depth)), "encoder.norm"]
+
+    def parameter_units(self) -> Dict[str, str]:
+        """Parameter name (as in ``named_parameters``) -> its unit (see ``units``)."""
+        out = {"cls_token": "encoder.embed"}
+        out.update((n, "encoder.embed") for n, _ in
+                   self.patch_embed.named_parameters(prefix="patch_embed"))
+        for i, blk in enumerate(self.blocks):
+            out.update((n, f"block.{i}") for n, _ in
+                       blk.named_parameters(prefix=f"blocks.{i}"))
+        out.update((n, "encoder.norm") for n, _ in
+                   self._final_norm_module().named_parameters(prefix=self.final_norm))
+        return out
+
+    def no_weight_decay(self):
+        """Names of the parameters trained without weight decay: every bias, every
+        LayerNorm's parameters and the cls token (``pos_embed`` is a fixed buffer)."""
+        names = {"cls_token"}
+        for prefix, m in self.named_modules():
+            if isinstance(m, nn.LayerNorm):
+                names.update(n for n, _ in m.named_parameters(prefix=prefix))
+            elif isinstance(getattr(m, "bias", None), nn.Parameter):
+                names.add(f"{prefix}.bias")
+        return names
+
+    def frozen_units(self, trainable_blocks: int):
+        """Units that ``forward(x, trainable_blocks)`` runs without autograd: the
+        embedding, the lower ``depth - trainable_blocks`` blocks, and the final norm
+        when no block trains."""
+        units = self.units()
+        frozen = set(units[:1 + self.depth - trainable_blocks])
+        if trainable_blocks == 0:
+            frozen.add(units[-1])
+        return frozen
+
     def frozen_parameters(self, trainable_blocks: int):
         """The parameters that ``forward(x, trainable_blocks)`` leaves without gradient."""
-        n_frozen = self.depth - trainable_blocks
-        params = [self.cls_token, *self.patch_embed.parameters()]
-        for blk in self.blocks[:n_frozen]:
-            params.extend(blk.parameters())
-        if trainable_blocks == 0:
-            params.extend(self._final_norm_module().parameters())
-        return params
+        frozen = self.frozen_units(trainable_blocks)
+        params = dict(self.named_parameters())
+        return [params[n] for n, unit in self.parameter_units().items() if unit in frozen]
 
     def _final_norm_module(self):
         return self.norm if self.final_norm == "norm" else self.fc_norm

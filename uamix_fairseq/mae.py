@@ -62,20 +62,32 @@ def num_visible(num_patches: int, mask_ratio: float) -> int:
 MASK_MODES = ("random", "time", "frequency", "time_frequency")
 
 
-def _split_by_order(tokens: torch.Tensor, ids_shuffle: torch.Tensor, keep: int):
-    """The first ``keep`` tokens of ``ids_shuffle`` are visible, the rest masked."""
-    d = tokens.shape[2]
+def _order_to_index(ids_shuffle: torch.Tensor, keep: int, dtype):
+    """The first ``keep`` patches of ``ids_shuffle`` are visible, the rest masked:
+    (ids_keep [B, keep], mask [B, N] (1 = masked, ``dtype``), ids_restore [B, N])."""
     ids_restore = ids_shuffle.argsort(dim=1)
-    visible = tokens.gather(1, ids_shuffle[:, :keep, None].expand(-1, -1, d))
-    mask = torch.ones(ids_shuffle.shape, device=tokens.device, dtype=tokens.dtype)
+    mask = torch.ones(ids_shuffle.shape, device=ids_shuffle.device, dtype=dtype)
     mask[:, :keep] = 0
-    return visible, mask.gather(1, ids_restore), ids_restore
+    return ids_shuffle[:, :keep], mask.gather(1, ids_restore), ids_restore
+
+
+def _gather_visible(tokens: torch.Tensor, index):
+    """(ids_keep, mask, ids_restore) -> (visible tokens, mask, ids_restore)."""
+    ids_keep, mask, ids_restore = index
+    visible = tokens.gather(1, ids_keep[:, :, None].expand(-1, -1, tokens.shape[2]))
+    return visible, mask, ids_restore
 
 
 def _uniform(shape, generator, device):
     """Uniform noise drawn on the generator's device (CPU by default), then moved."""
     gen_device = generator.device if generator is not None else torch.device("cpu")
     return torch.rand(shape, generator=generator, device=gen_device).to(device)
+
+
+def _random_index(b: int, n: int, mask_ratio: float, generator, device, dtype):
+    keep = num_visible(n, mask_ratio)
+    ids_shuffle = _uniform((b, n), generator, device).argsort(dim=1)
+    return _order_to_index(ids_shuffle, keep, dtype)
 
 
 def random_masking(tokens: torch.Tensor, mask_ratio: float,
@@ -87,9 +99,33 @@ def random_masking(tokens: torch.Tensor, mask_ratio: float,
     in the shuffled order, to put decoder tokens back in place).
     """
     b, n, _ = tokens.shape
-    keep = num_visible(n, mask_ratio)
-    ids_shuffle = _uniform((b, n), generator, tokens.device).argsort(dim=1)
-    return _split_by_order(tokens, ids_shuffle, keep)
+    return _gather_visible(tokens, _random_index(b, n, mask_ratio, generator,
+                                                 tokens.device, tokens.dtype))
+
+
+def _stripe_index(b: int, n: int, grid: Tuple[int, int], time_ratio: float,
+                  freq_ratio: float, generator, device, dtype):
+    gt, gf = grid
+    if gt * gf != n:
+        raise ValueError(f"{n} tokens do not form a {gt} x {gf} patch grid")
+    for name, ratio in (("time", time_ratio), ("frequency", freq_ratio)):
+        if not 0.0 <= ratio < 1.0:
+            raise ValueError(f"{name} mask ratio must be in [0, 1), got {ratio}")
+    mt, mf = int(round(gt * time_ratio)), int(round(gf * freq_ratio))
+    if mt >= gt or mf >= gf:
+        raise ValueError(f"time/frequency mask ratios {time_ratio}/{freq_ratio} leave no "
+                         f"visible patch of the {gt} x {gf} grid")
+
+    def masked_positions(size, count):  # [B, size] bool, `count` True per row
+        rank = _uniform((b, size), generator, device).argsort(dim=1).argsort(dim=1)
+        return rank < count
+
+    hidden = masked_positions(gt, mt)[:, :, None] | masked_positions(gf, mf)[:, None, :]
+    hidden = hidden.reshape(b, n)
+    # Visible first (random order among them), then masked: a stable sort on a key.
+    key = hidden.float() + 0.5 * _uniform((b, n), generator, device)
+    ids_shuffle = key.argsort(dim=1)
+    return _order_to_index(ids_shuffle, (gt - mt) * (gf - mf), dtype)
 
 
 def stripe_masking(tokens: torch.Tensor, grid: Tuple[int, int], time_ratio: float,
@@ -103,27 +139,28 @@ def stripe_masking(tokens: torch.Tensor, grid: Tuple[int, int], time_ratio: floa
     every clip. Same outputs as ``random_masking``.
     """
     b, n, _ = tokens.shape
-    gt, gf = grid
-    if gt * gf != n:
-        raise ValueError(f"{n} tokens do not form a {gt} x {gf} patch grid")
-    for name, ratio in (("time", time_ratio), ("frequency", freq_ratio)):
-        if not 0.0 <= ratio < 1.0:
-            raise ValueError(f"{name} mask ratio must be in [0, 1), got {ratio}")
-    mt, mf = int(round(gt * time_ratio)), int(round(gf * freq_ratio))
-    if mt >= gt or mf >= gf:
-        raise ValueError(f"time/frequency mask ratios {time_ratio}/{freq_ratio} leave no "
-                         f"visible patch of the {gt} x {gf} grid")
+    return _gather_visible(tokens, _stripe_index(b, n, grid, time_ratio, freq_ratio,
+                                                 generator, tokens.device, tokens.dtype))
 
-    def masked_positions(size, count):  # [B, size] bool, `count` True per row
-        rank = _uniform((b, size), generator, tokens.device).argsort(dim=1).argsort(dim=1)
-        return rank < count
 
-    hidden = masked_positions(gt, mt)[:, :, None] | masked_positions(gf, mf)[:, None, :]
-    hidden = hidden.reshape(b, n)
-    # Visible first (random order among them), then masked: a stable sort on a key.
-    key = hidden.float() + 0.5 * _uniform((b, n), generator, tokens.device)
-    ids_shuffle = key.argsort(dim=1)
-    return _split_by_order(tokens, ids_shuffle, (gt - mt) * (gf - mf))
+def mask_index(batch: int, grid: Tuple[int, int], mode: str = "random",
+               mask_ratio: float = 0.8, time_ratio: float = 0.0, freq_ratio: float = 0.0,
+               generator: Optional[torch.Generator] = None, device=None,
+               dtype=torch.float32, num_patches: Optional[int] = None):
+    """The patches ``mask_tokens`` keeps, as indices: (ids_keep [B, N_keep] for the
+    encoder's ``keep``, mask [B, N] (1 = masked), ids_restore [B, N]). ``num_patches``
+    defaults to the grid's."""
+    n = grid[0] * grid[1] if num_patches is None else num_patches
+    device = torch.device("cpu") if device is None else device
+    if mode == "random":
+        return _random_index(batch, n, mask_ratio, generator, device, dtype)
+    if mode == "time":
+        return _stripe_index(batch, n, grid, mask_ratio, 0.0, generator, device, dtype)
+    if mode == "frequency":
+        return _stripe_index(batch, n, grid, 0.0, mask_ratio, generator, device, dtype)
+    if mode == "time_frequency":
+        return _stripe_index(batch, n, grid, time_ratio, freq_ratio, generator, device, dtype)
+    raise ValueError(f"mask mode must be one of {', '.join(MASK_MODES)}, got {mode!r}")
 
 
 def mask_tokens(tokens: torch.Tensor, grid: Tuple[int, int], mode: str = "random",
@@ -133,23 +170,17 @@ def mask_tokens(tokens: torch.Tensor, grid: Tuple[int, int], mode: str = "random
     patches; ``time`` masks ``mask_ratio`` of the time columns, ``frequency`` of the
     frequency rows; ``time_frequency`` masks ``time_ratio`` of the columns and
     ``freq_ratio`` of the rows."""
-    if mode == "random":
-        return random_masking(tokens, mask_ratio, generator)
-    if mode == "time":
-        return stripe_masking(tokens, grid, mask_ratio, 0.0, generator)
-    if mode == "frequency":
-        return stripe_masking(tokens, grid, 0.0, mask_ratio, generator)
-    if mode == "time_frequency":
-        return stripe_masking(tokens, grid, time_ratio, freq_ratio, generator)
-    raise ValueError(f"mask mode must be one of {', '.join(MASK_MODES)}, got {mode!r}")
+    b, n, _ = tokens.shape
+    return _gather_visible(tokens, mask_index(b, grid, mode, mask_ratio, time_ratio,
+                                              freq_ratio, generator, tokens.device,
+                                              tokens.dtype, num_patches=n))
 
 
 def visible_count(grid: Tuple[int, int], mode: str = "random", mask_ratio: float = 0.8,
                   time_ratio: float = 0.0, freq_ratio: float = 0.0) -> int:
     """Visible patches per clip under ``mask_tokens`` (validates the ratios)."""
-    dummy = torch.zeros(1, grid[0] * grid[1], 1)
-    return mask_tokens(dummy, grid, mode, mask_ratio, time_ratio, freq_ratio,
-                       torch.Generator().manual_seed(0))[0].shape[1]
+    return mask_index(1, grid, mode, mask_ratio, time_ratio, freq_ratio,
+                      torch.Generator().manual_seed(0))[0].shape[1]
 
 
 def encode_visible(encoder: AudioMAEEncoder, x: torch.Tensor, mask_ratio: float,
@@ -161,15 +192,11 @@ def encode_visible(encoder: AudioMAEEncoder, x: torch.Tensor, mask_ratio: float,
     Patch embedding + positions, keep the visible patches, prepend cls (+ its position),
     blocks, final norm. Returns (latent [B, 1 + N_keep, D], mask, ids_restore).
     """
-    encoder._check_input(x)
-    tokens = encoder.patch_embed(x) + encoder.pos_embed[:, 1:, :]
-    visible, mask, ids_restore = mask_tokens(tokens, encoder.cfg.grid, mode, mask_ratio,
-                                             time_ratio, freq_ratio, generator)
-    cls = (encoder.cls_token + encoder.pos_embed[:, :1, :]).expand(x.shape[0], -1, -1)
-    h = torch.cat([cls, visible], dim=1)
-    for blk in encoder.blocks:
-        h = blk(h)
-    return encoder._finish(h), mask, ids_restore
+    dtype = torch.promote_types(x.dtype, encoder.pos_embed.dtype)  # the tokens' dtype
+    ids_keep, mask, ids_restore = mask_index(x.shape[0], encoder.cfg.grid, mode, mask_ratio,
+                                             time_ratio, freq_ratio, generator, x.device,
+                                             dtype)
+    return encoder(x, keep=ids_keep), mask, ids_restore
 
 
 def window_attention_mask(grid: Tuple[int, int], window: Tuple[int, int],

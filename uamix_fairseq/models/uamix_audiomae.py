@@ -246,11 +246,7 @@ class UamixAudioMAEModel(BaseFairseqModel):
 
     def frozen_units(self):
         """Units (see _tag_parameters) that must not change at the current stage."""
-        n_frozen = self.encoder.depth - self.trainable_blocks
-        units = {"encoder.embed"} | {f"block.{i}" for i in range(n_frozen)}
-        if self.trainable_blocks == 0:
-            units.add("encoder.norm")
-        return units
+        return self.encoder.frozen_units(self.trainable_blocks)
 
     def frozen_parameters(self):
         return self.encoder.frozen_parameters(self.trainable_blocks)

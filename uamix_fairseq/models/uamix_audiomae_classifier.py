@@ -65,6 +65,23 @@ class UamixAudioMAEClassifierConfig(FairseqDataclass):
     )
 
 
+def structured_patch_dropout_index(batch: int, grid, mask_t_prob: float,
+                                   mask_f_prob: float, generator=None, device=None):
+    """The patches ``structured_patch_dropout`` keeps, as an index [B, kept rows * kept
+    columns] into the Tp * Fp patches (grid order), for the encoder's ``keep``."""
+    tp, fp = grid
+    keep_t = max(1, int(tp * (1 - mask_t_prob)))
+    keep_f = max(1, int(fp * (1 - mask_f_prob)))
+
+    def random_subset(size, keep):  # [B, keep] sorted indices
+        noise = torch.rand(batch, size, generator=generator) if generator is not None \
+            else torch.rand(batch, size, device=device)
+        return noise.argsort(dim=1)[:, :keep].sort(dim=1).values.to(device)
+
+    rows, cols = random_subset(tp, keep_t), random_subset(fp, keep_f)
+    return (rows[:, :, None] * fp + cols[:, None, :]).reshape(batch, keep_t * keep_f)
+
+
 def structured_patch_dropout(tokens, grid, mask_t_prob: float, mask_f_prob: float,
                              generator=None):
     """Keep ``int(Tp * (1 - mask_t_prob))`` random time rows and ``int(Fp * (1 -
@@ -77,19 +94,9 @@ def structured_patch_dropout(tokens, grid, mask_t_prob: float, mask_f_prob: floa
     tp, fp = grid
     if n != tp * fp:
         raise ValueError(f"{n} tokens do not fill a {tp}x{fp} patch grid")
-    keep_t = max(1, int(tp * (1 - mask_t_prob)))
-    keep_f = max(1, int(fp * (1 - mask_f_prob)))
-
-    def random_subset(size, keep):  # [B, keep] sorted indices
-        noise = torch.rand(b, size, generator=generator) if generator is not None \
-            else torch.rand(b, size, device=tokens.device)
-        return noise.argsort(dim=1)[:, :keep].sort(dim=1).values.to(tokens.device)
-
-    rows, cols = random_subset(tp, keep_t), random_subset(fp, keep_f)
-    x = tokens.reshape(b, tp, fp, d)
-    x = x.gather(1, rows[:, :, None, None].expand(b, keep_t, fp, d))
-    x = x.gather(2, cols[:, None, :, None].expand(b, keep_t, keep_f, d))
-    return x.reshape(b, keep_t * keep_f, d)
+    keep = structured_patch_dropout_index(b, grid, mask_t_prob, mask_f_prob, generator,
+                                          tokens.device)
+    return tokens.gather(1, keep[:, :, None].expand(-1, -1, d))
 
 
 def classifier_encoder(encoder: AudioMAEEncoder) -> AudioMAEEncoder:
@@ -149,15 +156,12 @@ class UamixAudioMAEClassifier(BaseFairseqModel):
         """Pooled, normalised clip embeddings [B, D] (patch dropout when training)."""
         enc = self.encoder
         x = source.to(enc.cls_token.dtype)  # features are float32; the model may be bf16
-        enc._check_input(x)
-        h = enc._embed_patches(x)  # [B, 1 + N, D], positions added
+        keep = None
         if self.training and (self.cfg.mask_t_prob > 0 or self.cfg.mask_f_prob > 0):
-            kept = structured_patch_dropout(h[:, 1:], enc.cfg.grid, self.cfg.mask_t_prob,
-                                            self.cfg.mask_f_prob)
-            h = torch.cat([h[:, :1], kept], dim=1)
-        for blk in enc.blocks:
-            h = blk(h)
-        return enc.pool(h, "mean")  # mean of the patch tokens -> fc_norm
+            keep = structured_patch_dropout_index(x.shape[0], enc.cfg.grid,
+                                                  self.cfg.mask_t_prob,
+                                                  self.cfg.mask_f_prob, device=x.device)
+        return enc.pool(enc(x, keep=keep), "mean")  # mean of the patch tokens -> fc_norm
 
     def forward(self, source):
         return self.head(self.embed(source))

@@ -70,16 +70,17 @@ def tag_encoder_parameters(encoder, layer_decay: float, embed_lr_scale: float = 
     uses ``layer_decay ** (d + 1)``). Biases, norms and the cls token get no weight
     decay, other matrices the optimizer's.
     """
-    depth = encoder.depth
+    # The encoder names its units (bottom to top: the index is the layer id) and its
+    # no-weight-decay parameters; nothing here reads parameter names.
+    layer_of = {unit: i for i, unit in enumerate(encoder.units())}
+    top = len(layer_of) - 1  # the final norm: layer_decay ** 0
+    unit_of = encoder.parameter_units()
+    no_decay = encoder.no_weight_decay()
     for name, p in encoder.named_parameters():
-        weight_decay = 0.0 if (p.ndim <= 1 or name == "cls_token") else None
-        if name.startswith("blocks."):
-            i = int(name.split(".")[1])
-            tag_parameter(p, f"block.{i}", layer_decay ** (depth - i), weight_decay)
-        elif "norm" in name:
-            tag_parameter(p, "encoder.norm", 1.0, weight_decay)
-        else:
-            tag_parameter(p, "encoder.embed", embed_lr_scale, weight_decay)
+        unit = unit_of[name]
+        layer = layer_of[unit]
+        lr_scale = embed_lr_scale if layer == 0 else layer_decay ** (top - layer)
+        tag_parameter(p, unit, lr_scale, 0.0 if name in no_decay else None)
 
 
 def batch_lr_factor(cfg) -> float:
