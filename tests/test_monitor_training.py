@@ -76,3 +76,44 @@ def test_monitor_missing_file_is_named(tmp_path):
     code, log = run_train(overrides, cwd=str(tmp_path))
     assert code != 0
     assert "task.monitor_manifest=" in log and "nope.tsv does not exist" in log
+
+
+def test_several_monitor_sets_each_logged_under_its_stem(tmp_path):
+    """task.monitor_manifest=a.tsv,b.tsv: the first set keeps the plain keys, the second
+    gets _<stem>; its logged scores are what an independent embedding gives."""
+    corpus, ckpt = make_tiny_setup(str(tmp_path))
+    first, second = os.path.join(corpus, "heldout.tsv"), os.path.join(corpus, "train.tsv")
+    save_dir = str(tmp_path / "ckpt")
+    overrides = tiny_overrides(
+        corpus, ckpt, save_dir, **{
+            "task.monitor_manifest": f"'{first},{second}'", "task.monitor_knn_k": 3,
+            "dataset.validate_interval_updates": 2, "checkpoint.save_interval_updates": 2,
+            "optimization.max_update": 4})
+    code, log = run_train(overrides, cwd=str(tmp_path))
+    assert code == 0, log[-4000:]
+    last = _valid_lines(log)[-1]
+    for key in ("monitor_knn", "monitor_ncm", "monitor_drift",
+                "monitor_knn_train", "monitor_ncm_train", "monitor_drift_train"):
+        assert _stat(last, key) is not None, (key, last)
+    state = torch.load(os.path.join(save_dir, "checkpoint_last.pt"), weights_only=False)
+    encoder = load_audiomae(os.path.join(save_dir, "checkpoint_last.pt"), num_frames=32)
+    for manifest, suffix in ((first, ""), (second, "_train")):
+        emb = torch.tensor(embed_manifest(encoder, manifest, EmbedConfig(num_frames=32),
+                                          progress=False))
+        _, targets = targets_from_labels(read_labels(manifest), manifest)
+        assert loo_knn_accuracy(emb, targets, 3) == pytest_approx(_stat(last, "monitor_knn" + suffix))
+        assert loo_ncm_accuracy(emb, targets) == pytest_approx(_stat(last, "monitor_ncm" + suffix))
+    assert state["task_state"]["monitor_start"].shape[0] == len(read_labels(first))
+    assert [t.shape[0] for t in state["task_state"]["monitor_start_more"]] == \
+        [len(read_labels(second))]
+
+
+def test_monitor_sets_need_distinct_names():
+    from uamix_fairseq.monitor import MonitorError
+    from uamix_fairseq.tasks.monitoring import monitor_sets
+
+    assert monitor_sets("") == []
+    assert monitor_sets("/d/ufo.tsv, /e/my-set.tsv") == [("/d/ufo.tsv", ""),
+                                                         ("/e/my-set.tsv", "_my_set")]
+    with pytest.raises(MonitorError, match="same file name"):
+        monitor_sets("/a/x.tsv,/b/x.tsv")

@@ -17,8 +17,10 @@ OUT_DIR/<stage>/checkpoints, tensorboard in OUT_DIR/tensorboard/<stage>):
    ``fbank_stats`` baseline on every labelled set (5-way, 1 and 5 shots, 10 queries,
    300 episodes, nearest class mean and logistic regression), paired against the MAE.
 
-Every tuning run scores the monitor set (``--monitor``, default the ufoai_categories set)
-at each validation; the monitor curves are printed at the end and are in tensorboard.
+Every tuning run scores monitor sets at each validation (``--monitor``, default all four
+labelled sets: leave-one-out k-NN and nearest-class-mean accuracy, never used to choose
+a checkpoint: the last one is evaluated); the curves are printed at the end and are in
+tensorboard (``monitor_knn`` for the first set, ``monitor_knn_<set>`` for the others).
 OUT_DIR/results.json holds the settings, wall-clock per stage and every number.
 This never runs in CI (it takes about an hour on 2 CPU cores).
 """
@@ -51,18 +53,21 @@ def parse_variants(specs):
     return variants
 
 
-def monitor_curve(log_path):
-    """(update, monitor_knn, monitor_ncm) of every validation in a stage's log."""
-    out = []
+def monitor_curve(log_path, suffixes=("",)):
+    """{suffix: [(update, k-NN, NCM)]} of every validation in a stage's log, for the
+    monitor sets whose keys end in each suffix ("" = the first set)."""
+    out = {suffix: [] for suffix in suffixes}
     with open(log_path) as f:
         for line in f:
-            if "valid on 'valid' subset" not in line:
-                continue
-            knn = re.search(r"monitor_knn ([0-9.]+)", line)
-            ncm = re.search(r"monitor_ncm ([0-9.]+)", line)
             upd = re.search(r"num_updates (\d+)", line)
-            if knn and ncm and upd:
-                out.append((int(upd.group(1)), float(knn.group(1)), float(ncm.group(1))))
+            if "valid on 'valid' subset" not in line or not upd:
+                continue
+            for suffix in suffixes:
+                knn = re.search(rf"monitor_knn{suffix} ([0-9.]+)", line)
+                ncm = re.search(rf"monitor_ncm{suffix} ([0-9.]+)", line)
+                if knn and ncm:
+                    out[suffix].append((int(upd.group(1)), float(knn.group(1)),
+                                        float(ncm.group(1))))
     return out
 
 
@@ -81,10 +86,11 @@ def run(args):
         raise PipelineError(f"{out} already holds a run; choose a new folder (fairseq "
                             "would resume from its checkpoints)")
     os.makedirs(out, exist_ok=True)
-    monitor = args.monitor or os.path.join(data, "ufoai_categories.tsv")
+    monitor = args.monitor or ",".join(os.path.join(data, f"{s}.tsv") for s in SETS)
+    monitored = [os.path.splitext(os.path.basename(p))[0] for p in monitor.split(",")]
     seconds, encoders = {}, {}
     common = [f"task.data={os.path.join(data, 'pool')}", "task.pad_mode=repeat",
-              f"task.monitor_manifest={monitor}", f"common.seed={args.seed}"]
+              f"task.monitor_manifest='{monitor}'", f"common.seed={args.seed}"]
     if args.mae:
         encoders["mae"] = os.path.abspath(args.mae)
     else:
@@ -120,11 +126,14 @@ def run(args):
             fewshot[s] = json.load(f)
     seconds["fewshot"] = time.perf_counter() - start
 
-    curves = {name: monitor_curve(os.path.join(out, "logs", f"{name}.log"))
-              for name, _, _ in stages}
-    print("\nmonitor (k-NN / NCM %) during tuning:")
-    for name, curve in curves.items():
-        print(f"  {name}: " + ", ".join(f"{u}: {k:.1f}/{n:.1f}" for u, k, n in curve))
+    suffixes = [""] + [f"_{m}" for m in monitored[1:]]
+    curves = {}
+    print("\nmonitor (leave-one-out k-NN / NCM %) during tuning:")
+    for name, _, _ in stages:
+        by_suffix = monitor_curve(os.path.join(out, "logs", f"{name}.log"), suffixes)
+        curves[name] = {m: by_suffix[x] for m, x in zip(monitored, suffixes)}
+        for m, curve in curves[name].items():
+            print(f"  {name}, {m}: " + ", ".join(f"{u}: {k:.1f}/{n:.1f}" for u, k, n in curve))
     results = {"seed": args.seed, "machine": {"cpu": cpu_model(), "cores": os.cpu_count()},
                "seconds": {k: round(v, 1) for k, v in seconds.items()},
                "encoders": encoders, "variants": parse_variants(args.variant),
@@ -142,8 +151,8 @@ def main(argv=None):
                    "of pretraining one")
     p.add_argument("--mae-updates", type=int, default=4000)
     p.add_argument("--tune-updates", type=int, default=800)
-    p.add_argument("--monitor", default=None, help="monitor manifest (default: "
-                   "DATA/ufoai_categories.tsv)")
+    p.add_argument("--monitor", default=None, help="monitor manifests, comma-separated "
+                   "(default: the four labelled sets of DATA)")
     p.add_argument("--variant", action="append", metavar="NAME=OVERRIDES",
                    help="extra tuning variant, e.g. plain=\"criterion.positive=nn\"")
     p.add_argument("--seed", type=int, default=1)

@@ -17,15 +17,19 @@ class EncoderStateMixin:
 
     def _encoder_state_dict(self):
         state = {"encoder_config": self.encoder_config}
-        if getattr(self, "monitor_start", None) is not None:  # see tasks/monitoring.py
-            state["monitor_start"] = self.monitor_start
+        starts = getattr(self, "monitor_start", None)  # per monitor set, tasks/monitoring.py
+        if starts:
+            state["monitor_start"] = starts[0]
+            if len(starts) > 1:
+                state["monitor_start_more"] = list(starts[1:])
         return state
 
     def _load_encoder_state(self, state_dict):
         self.restored_encoder_config = state_dict.get("encoder_config")
         self.encoder_config = self.restored_encoder_config or self.encoder_config
         if state_dict.get("monitor_start") is not None:
-            self.monitor_start = state_dict["monitor_start"]
+            self.monitor_start = [state_dict["monitor_start"],
+                                  *state_dict.get("monitor_start_more", [])]
 
     def state_dict(self):
         return self._encoder_state_dict()

@@ -1,4 +1,4 @@
-"""The labelled monitor set of every uamix task (``task.monitor_manifest``): fairseq glue
+"""The labelled monitor sets of every uamix task (``task.monitor_manifest``): fairseq glue
 around ``uamix_fairseq.monitor``.
 
 At every validation (``trainer.begin_valid_epoch``) the task embeds the monitor clips
@@ -6,13 +6,18 @@ with the current encoder and keeps the scores; the first validation batch carrie
 in its logging output, so that they are logged with the valid metrics (and to
 tensorboard) as ``monitor_knn``, ``monitor_ncm`` and ``monitor_drift``, and
 ``checkpoint.best_checkpoint_metric=monitor_knn`` can choose ``checkpoint_best.pt``.
-The embeddings of the encoder the run started from are saved in the task state, so the
-drift is measured against the same start after a resume.
+``task.monitor_manifest`` may list several manifests, comma-separated: the first gives
+those keys, every further one the same keys suffixed with its file stem
+(``monitor_knn_speakers`` for ``.../speakers.tsv``), so that one run shows what it gains
+on each kind of sound. The embeddings of the encoder the run started from are saved in
+the task state, so the drift is measured against the same start after a resume.
 """
 
 import logging
 import os
+import re
 import time
+from typing import List, Tuple
 
 import torch
 from fairseq.logging import metrics
@@ -36,13 +41,28 @@ def _encoder_and_pooling(model):
     return encoder, getattr(getattr(inner, "cfg", None), "pooling", "mean")
 
 
-def load_monitor_inputs(cfg, frontend):
-    """(model inputs [N, 1, T, F] on CPU, targets [N], class names) of the monitor
-    manifest: clips cropped from their start, as the evaluation tools embed them."""
+def monitor_sets(spec: str) -> List[Tuple[str, str]]:
+    """``(manifest path, key suffix)`` of each set of a ``task.monitor_manifest`` value:
+    comma-separated paths; the first set's suffix is empty, the others' ``_<file stem>``."""
+    paths = [p.strip() for p in spec.split(",") if p.strip()]
+    stems = [re.sub(r"[^A-Za-z0-9_]", "_", os.path.splitext(os.path.basename(p))[0])
+             for p in paths]
+    for i, stem in enumerate(stems):
+        if stem in stems[:i]:
+            raise MonitorError(f"task.monitor_manifest: {paths[stems.index(stem)]} and "
+                               f"{paths[i]} have the same file name, so their scores would "
+                               "share a key; give each monitor manifest its own name")
+    return [(p, "" if i == 0 else "_" + stem) for i, (p, stem) in enumerate(zip(paths, stems))]
+
+
+def load_monitor_inputs(cfg, frontend, path=None):
+    """(model inputs [N, 1, T, F] on CPU, targets [N], class names) of a monitor
+    manifest (default: the first of ``cfg.monitor_manifest``): clips cropped from their
+    start, as the evaluation tools embed them."""
     from ..data.audio_dataset import AudioClipDataset
     from ..labels import label_path_for, read_labels
 
-    path = cfg.monitor_manifest
+    path = path or monitor_sets(cfg.monitor_manifest)[0][0]
     if not os.path.isfile(path):
         raise MonitorError(f"task.monitor_manifest={path} does not exist (a manifest with "
                            "its labels in PATH.label beside it; empty switches it off)")
@@ -70,23 +90,24 @@ class MonitorMixin:
     ``self.frontend_cfg``; its state is saved by ``EncoderStateMixin``."""
 
     def _init_monitor(self):
-        self._monitor = None  # (inputs, targets), loaded on first use
-        self.monitor_start = None  # [N, D] embeddings of the starting encoder
+        self._monitor_sets = monitor_sets(self.cfg.monitor_manifest)
+        self._monitor = None  # [(inputs, targets)] per set, loaded on first use
+        self.monitor_start = None  # [[N, D] embeddings of the starting encoder] per set
         self._monitor_pending = None  # scores waiting for the first valid batch
-        if self.cfg.monitor_manifest and self.cfg.monitor_knn_k < 1:
+        if self._monitor_sets and self.cfg.monitor_knn_k < 1:
             raise ValueError(f"task.monitor_knn_k must be >= 1, got {self.cfg.monitor_knn_k}")
 
     @property
     def monitor_enabled(self) -> bool:
-        return bool(self.cfg.monitor_manifest)
+        return bool(self._monitor_sets)
 
-    def _monitor_embed(self, model) -> torch.Tensor:
+    def _monitor_embed(self, model) -> List[torch.Tensor]:
         if self._monitor is None:
-            inputs, targets, _ = load_monitor_inputs(self.cfg, self.frontend_cfg)
-            self._monitor = (inputs, targets)
+            self._monitor = [load_monitor_inputs(self.cfg, self.frontend_cfg, path)[:2]
+                             for path, _ in self._monitor_sets]
         encoder, pooling = _encoder_and_pooling(model)
-        return embed_batches(encoder, self._monitor[0], pooling, self.cfg.monitor_batch_size,
-                             encoder.cls_token.device)
+        return [embed_batches(encoder, inputs, pooling, self.cfg.monitor_batch_size,
+                              encoder.cls_token.device) for inputs, _ in self._monitor]
 
     def build_model(self, cfg, from_checkpoint=False):
         model = super().build_model(cfg, from_checkpoint)
@@ -99,19 +120,27 @@ class MonitorMixin:
         if not self.monitor_enabled:
             return
         t0 = time.perf_counter()
-        emb = self._monitor_embed(model)
-        start = self.monitor_start
-        if start is not None and start.shape != emb.shape:
-            logger.warning("monitor: saved start embeddings have shape %s, now %s (monitor "
-                           "set changed?); drift is measured from now on",
-                           tuple(start.shape), tuple(emb.shape))
-            start = self.monitor_start = emb
-        scores = monitor_scores(emb, self._monitor[1], self.cfg.monitor_knn_k, start)
+        embs = self._monitor_embed(model)
+        starts = list(self.monitor_start or [])
+        starts += [None] * (len(embs) - len(starts))
+        scores = {}
+        for i, ((path, suffix), emb, (_, targets)) in enumerate(
+                zip(self._monitor_sets, embs, self._monitor)):
+            start = starts[i]
+            if start is None or start.shape != emb.shape:
+                logger.warning("monitor %s: no saved start embeddings of shape %s (monitor "
+                               "set changed?); drift is measured from now on", path,
+                               tuple(emb.shape))
+                start = starts[i] = emb
+            one = monitor_scores(emb, targets, self.cfg.monitor_knn_k, start)
+            logger.info("monitor %s (%d clips): k-NN %.2f%%, NCM %.2f%%, drift %.4f",
+                        os.path.basename(path), emb.shape[0], one["monitor_knn"],
+                        one["monitor_ncm"], one.get("monitor_drift", 0.0))
+            scores.update({key + suffix: value for key, value in one.items()})
+        self.monitor_start = starts
         scores["monitor_seconds"] = time.perf_counter() - t0
         self._monitor_pending = scores
-        logger.info("monitor (%d clips): k-NN %.2f%%, NCM %.2f%%, drift %.4f, %.1f s",
-                    emb.shape[0], scores["monitor_knn"], scores["monitor_ncm"],
-                    scores.get("monitor_drift", 0.0), scores["monitor_seconds"])
+        logger.info("monitor: %d set(s) scored in %.1f s", len(embs), scores["monitor_seconds"])
 
     def add_monitor_scores(self, logging_output: dict) -> dict:
         """Put the pending scores into the first validation batch's logging output."""
@@ -128,9 +157,12 @@ class MonitorMixin:
         # Each rank scores the whole monitor set, so the sums over ranks divided by the
         # number of ranks that reported are the scores themselves.
         count = sum(log.get("monitor_count", 0) for log in logging_outputs)
-        if count:
-            for key in MONITOR_KEYS:
-                total = sum(float(log.get(key + "_sum", 0.0)) for log in logging_outputs)
-                if any(key + "_sum" in log for log in logging_outputs):
-                    metrics.log_scalar(key, total / count, count, round=3 if key ==
-                                       "monitor_drift" else 2)
+        if not count:
+            return
+        keys = sorted({k[:-len("_sum")] for log in logging_outputs for k in log
+                       if k.startswith("monitor_") and k.endswith("_sum")},
+                      key=lambda k: (k not in MONITOR_KEYS, k))
+        for key in keys:
+            total = sum(float(log.get(key + "_sum", 0.0)) for log in logging_outputs)
+            metrics.log_scalar(key, total / count, count,
+                               round=3 if key.startswith("monitor_drift") else 2)

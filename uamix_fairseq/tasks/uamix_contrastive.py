@@ -69,10 +69,12 @@ class AudioDataConfig(FairseqDataclass):
     )
     monitor_manifest: str = field(
         default="",
-        metadata={"help": "labelled manifest (labels in PATH.label beside it) scored at "
-                  "every validation: leave-one-out k-NN and nearest-class-mean accuracy of "
-                  "the pooled encoder embedding, logged as monitor_knn / monitor_ncm, and "
-                  "drift from the starting encoder (monitor_drift); empty = off"},
+        metadata={"help": "labelled manifest(s) (labels in PATH.label beside each), "
+                  "comma-separated, scored at every validation: leave-one-out k-NN and "
+                  "nearest-class-mean accuracy of the pooled encoder embedding and drift "
+                  "from the starting encoder, logged as monitor_knn / monitor_ncm / "
+                  "monitor_drift for the first set and with a _<file stem> suffix for "
+                  "each further one; empty = off"},
     )
     monitor_knn_k: int = field(
         default=20, metadata={"help": "neighbours of the monitor's k-NN vote (cosine)"})
