@@ -32,13 +32,26 @@ def test_gain_averages_runs_per_episode(tmp_path, capsys):
     _write_run(tmp_path / "b", [0.8, 0.6, 0.4])
     rows, gains = mod.summarize(mod.load_runs([tmp_path / "a", tmp_path / "b"]), "mae")
     # per episode: mean over runs (0.7, 0.7, 0.4) minus the start (0.5, 0.5, 0.4)
-    mean, ci, runs = rows[0]["uamix"]
+    mean, ci, runs, low, high = rows[0]["uamix"]
     assert mean == pytest.approx(100 * (0.2 + 0.2 + 0.0) / 3)
     assert runs == 2 and ci > 0
+    assert low == high == pytest.approx(mean)  # both runs gain the same on average
     assert rows[0]["mae"] == pytest.approx(100 * 1.4 / 3)
-    assert gains["uamix"] == pytest.approx([mean] * 4)
+    assert [v for cell in gains["uamix"] for v in cell] == pytest.approx([mean] * 8)
     assert mod.main([str(tmp_path / "a"), str(tmp_path / "b")]) == 0
-    assert "| speakers | ncm | 5 | 46.7 | +13.3 ±" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "| speakers | ncm | 5 | 46.7 | +13.3 ± " in out and "[+13.3, +13.3]" in out
+
+
+def test_spread_over_runs(tmp_path, capsys):
+    mod = _module()
+    _write_run(tmp_path / "a", [0.6, 0.6, 0.4])  # +6.7 points
+    _write_run(tmp_path / "b", [0.5, 0.5, 0.4])  # +0
+    rows, _ = mod.summarize(mod.load_runs([tmp_path / "a", tmp_path / "b"]), "mae")
+    _, _, _, low, high = rows[0]["uamix"]
+    assert low == pytest.approx(0.0, abs=1e-9) and high == pytest.approx(100 * 0.2 / 3)
+    mod.main([str(tmp_path / "a"), str(tmp_path / "b")])
+    assert "each run: uamix +6.67 / +0.00" in capsys.readouterr().out
 
 
 def test_missing_run_and_start_are_named(tmp_path):

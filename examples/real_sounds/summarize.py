@@ -7,8 +7,9 @@ share the MAE start and the episode seed, which the runner fixes). For every set
 classifier, shot count and tuned encoder it prints the accuracy of the start, the
 gain averaged over the runs, and its 95% interval over episodes (the per-episode gain
 averaged over the runs first, so the interval pairs episodes, not seeds), plus the
-fbank_stats baseline, as a markdown table; then the mean gain per encoder over every
-cell. Nothing is recomputed: it reads OUT_DIR/fewshot/<set>/fewshot.json.
+fbank_stats baseline, as a markdown table (with several runs also the lowest and
+highest gain of a single run, in brackets: the spread over tuning seeds); then the mean
+gain per encoder over every cell, averaged and for each run. Nothing is recomputed: it reads OUT_DIR/fewshot/<set>/fewshot.json.
 """
 
 import argparse
@@ -57,8 +58,9 @@ def summarize(cells, start):
             if any(len(r) != len(base) for r in runs):
                 raise SystemExit(f"error: {name} on {s} has other episodes than {start}")
             diff = mean_ci(100 * (np.mean(runs, axis=0) - base))
-            row[name] = (diff.mean, diff.ci, len(runs))
-            gains[name].append(diff.mean)
+            per_run = [100 * (r.mean() - base.mean()) for r in runs]
+            row[name] = (diff.mean, diff.ci, len(runs), min(per_run), max(per_run))
+            gains[name].append(per_run)
         rows.append(row)
     return rows, gains
 
@@ -73,12 +75,18 @@ def main(argv=None):
     print(f"| set | classifier | shots | {args.start} | " + " | ".join(names) + " |")
     print("| --- | --- | ---: | ---: | " + " | ".join("---:" for _ in names) + " |")
     for r in rows:
-        cells = [f"{r[n][0]:+.1f} ± {r[n][1]:.1f}" for n in names]
+        # gain ± 95% interval over episodes, then [lowest, highest] gain of a single run
+        cells = [f"{r[n][0]:+.1f} ± {r[n][1]:.1f}" +
+                 (f" [{r[n][3]:+.1f}, {r[n][4]:+.1f}]" if r[n][2] > 1 and n != BASELINE else "")
+                 for n in names]
         print(f"| {r['set']} | {r['classifier']} | {r['shots']} | {r[args.start]:.1f} | "
               + " | ".join(cells) + " |")
     runs = {n: r[n][2] for r in rows[:1] for n in names}
     print("\nmean gain over all cells (runs averaged): "
           + ", ".join(f"{n} {np.mean(g):+.2f} ({runs[n]} run(s))" for n, g in gains.items()))
+    print("mean gain over all cells, each run: "
+          + "; ".join(f"{n} " + " / ".join(f"{v:+.2f}" for v in np.mean(g, axis=0))
+                      for n, g in gains.items() if n != BASELINE))
     return 0
 
 
