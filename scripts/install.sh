@@ -16,5 +16,9 @@ if ! "$PY" -c "import torch" 2>/dev/null; then
   "$PY" -m pip install -q "torch==2.13.0"
 fi
 "$PY" -m pip install -q "setuptools>=61" wheel cython numpy
-"$PY" -m pip install -q --no-build-isolation -e ".${extra}"
+# compat editable mode: the repo root goes on sys.path (a .pth file), so Hydra can list
+# the hydra_plugins/ namespace package; the default finder-based mode hides it from
+# pkgutil.iter_modules, and plain key=value overrides of plugin fields would fail.
+"$PY" -m pip install -q --no-build-isolation --use-pep517 -e ".${extra}" \
+  --config-settings editable_mode=compat
 "$PY" -c "import uamix_fairseq, fairseq; print('uamix_fairseq', uamix_fairseq.__version__, 'with fairseq', fairseq.__version__)"

@@ -108,3 +108,19 @@ def test_a_missing_user_dir_is_named():
     import fairseq  # noqa: F401
     with pytest.raises(FileNotFoundError, match="common.user_dir=/no/such/uamix_fairseq"):
         register_plugin_components(["common.user_dir=/no/such/uamix_fairseq"])
+
+
+def test_installed_plugin_is_discovered_by_hydra(tmp_path):
+    """As fairseq-hydra-train finds it: from a folder outside the repo, with nothing on
+    PYTHONPATH, Hydra's plugin discovery must list it. (setuptools' default editable
+    install hides namespace packages from pkgutil, hence editable_mode=compat in
+    scripts/install.sh; a regular install works as well.)"""
+    code = ("from hydra.core.plugins import Plugins\n"
+            "from hydra.plugins.search_path_plugin import SearchPathPlugin\n"
+            "print(sorted(p.__name__ for p in Plugins.instance().discover(SearchPathPlugin)))")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=str(tmp_path), env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "UamixFairseqSearchPathPlugin" in out.stdout, (
+        out.stdout + "\nreinstall with: bash scripts/install.sh")
