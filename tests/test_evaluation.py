@@ -380,6 +380,26 @@ def test_report_table_json_csv_png(tmp_path):
     assert (tmp_path / "r.png").read_bytes()[:8] == PNG_MAGIC
 
 
+def test_plot_title_stays_inside_the_figure(tmp_path, monkeypatch):
+    """Issue 11.13: a long title of a one-column plot is wrapped, not cut at the edges."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    seen = {}
+    real_savefig = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig",
+                        lambda self, *a, **kw: seen.setdefault("fig", self) and
+                        real_savefig(self, *a, **kw))
+    results = _hand_results()
+    title = ("few-shot accuracy on heldout.tsv (300 episodes, 10 queries/class, seed 0)\n"
+             "attack on the queries: a second line that is also far too long for one column")
+    plot_fewshot(tmp_path / "r.png", results, ["before", "after"], title=title)
+    fig = seen["fig"]
+    box = fig._suptitle.get_window_extent(FigureCanvasAgg(fig).get_renderer())
+    assert 0 <= box.x0 and box.x1 <= fig.bbox.width, (box, fig.bbox)
+    assert fig._suptitle.get_text().count("\n") >= 3  # both lines wrapped
+
+
 # ---------------------------------------------------------------------------
 # command lines, end to end on generated audio
 # ---------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import importlib.util
 import json
 import os
 import sys
+import textwrap
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
@@ -258,7 +259,10 @@ def plot_fewshot(path, results: Sequence[Result], encoder_order: Sequence[str],
         if p == 0:
             ax.legend(fontsize="small")
     if title:
-        fig.suptitle(title, wrap=True)  # long titles wrap on narrow figures
+        # Wrapped here, to the figure's width (about 10 characters per inch at this
+        # size): matplotlib's own wrap=True lets a centred title run off the left edge.
+        width = max(20, int(fig.get_figwidth() * 10))
+        fig.suptitle("\n".join(textwrap.fill(line, width) for line in title.splitlines()))
     fig.tight_layout()
     tmp = f"{path}.tmp.png"
     fig.savefig(tmp, dpi=110, format="png")
