@@ -61,3 +61,27 @@ def test_missing_run_and_start_are_named(tmp_path):
     _write_run(tmp_path / "a", [0.6, 0.8, 0.4])
     with pytest.raises(SystemExit, match="no encoder named 'start'"):
         mod.summarize(mod.load_runs([tmp_path / "a"]), "start")
+
+
+def _plot_module():
+    spec = importlib.util.spec_from_file_location(
+        "plot_monitor", os.path.join(REPO, "examples", "real_sounds", "plot_monitor.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_monitor_plot(tmp_path):
+    mod = _plot_module()
+    with pytest.raises(SystemExit, match="results.json is missing"):
+        mod.load_curves(str(tmp_path))
+    curves = {"uamix": {"speakers": [[100, 60.0, 55.0], [200, 65.0, 57.5]],
+                        "ufoai": [[100, 70.0, 60.0], [200, 69.0, 61.0]]},
+              "none": {"speakers": [[100, 60.0, 55.0], [200, 64.0, 56.0]], "ufoai": []}}
+    (tmp_path / "results.json").write_text(json.dumps({"monitor_curves": curves}))
+    assert mod.load_curves(str(tmp_path)) == curves
+    assert mod.main([str(tmp_path), "--metric", "ncm"]) == 0
+    assert (tmp_path / "monitor.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (tmp_path / "results.json").write_text(json.dumps({"monitor_curves": {}}))
+    with pytest.raises(SystemExit, match="no monitor curves"):
+        mod.load_curves(str(tmp_path))
