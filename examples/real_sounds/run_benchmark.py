@@ -13,7 +13,11 @@ OUT_DIR/<stage>/checkpoints, tensorboard in OUT_DIR/tensorboard/<stage>):
 2. the tuning variants, two at a time side by side (one core each): by default
    ``uamix`` (configs/real_sounds.yaml) and ``none`` (the same without mixtures); each
    ``--variant NAME="key=value key=value"`` adds one with those overrides.
-3. ``fewshot``: ``uamix-fewshot`` of the MAE start, every tuned encoder and the
+3. ``sup`` (``--supervised SET``, default fillets_voices; ``none`` skips it): the
+   supervised reference, the MAE fine-tuned with the labels of 80% of one labelled set
+   (``configs/finetune_demo.yaml``, 20 epochs, a seeded split per class), to show how
+   much labels give on the *other* sets (on SET itself it is an in-set upper bound).
+4. ``fewshot``: ``uamix-fewshot`` of the MAE start, every tuned encoder and the
    ``fbank_stats`` baseline on every labelled set (5-way, 1 and 5 shots, 10 queries,
    300 episodes, nearest class mean and logistic regression), paired against the MAE.
 
@@ -71,6 +75,52 @@ def monitor_curve(log_path, suffixes=("",)):
     return out
 
 
+def stratified_split(manifest, out_dir, valid_fraction=0.2, seed=0):
+    """Write OUT_DIR/{train,valid}.{tsv,label} from a labelled manifest: per class a
+    seeded share of the clips (at least 2) to valid, the rest to train. Returns the
+    number of training clips."""
+    import random
+
+    with open(manifest) as f:
+        lines = f.read().splitlines()
+    with open(os.path.splitext(manifest)[0] + ".label") as f:
+        labels = f.read().splitlines()
+    if len(labels) != len(lines) - 1:
+        raise PipelineError(f"{manifest}: {len(lines) - 1} clips but {len(labels)} labels")
+    by_class = {}
+    for row, label in zip(lines[1:], labels):
+        by_class.setdefault(label, []).append(row)
+    rng = random.Random(seed)
+    split = {"train": [], "valid": []}
+    for label, rows in sorted(by_class.items()):
+        rows = rows[:]
+        rng.shuffle(rows)
+        k = max(2, round(valid_fraction * len(rows)))
+        split["valid"] += [(r, label) for r in rows[:k]]
+        split["train"] += [(r, label) for r in rows[k:]]
+    os.makedirs(out_dir, exist_ok=True)
+    for name, items in split.items():
+        with open(os.path.join(out_dir, f"{name}.tsv"), "w") as f:
+            f.write(lines[0] + "\n" + "".join(r + "\n" for r, _ in items))
+        with open(os.path.join(out_dir, f"{name}.label"), "w") as f:
+            f.write("".join(label + "\n" for _, label in items))
+    return len(split["train"])
+
+
+def supervised_overrides(data, out, labelled_set, mae, seed, epochs=20, batch=16):
+    """Overrides of the supervised reference: fine-tune the MAE on a split of a set."""
+    if labelled_set not in SETS:
+        raise PipelineError(f"--supervised {labelled_set!r}: expected one of {', '.join(SETS)} or none")
+    split_dir = os.path.join(out, "supervised_data")
+    train_clips = stratified_split(os.path.join(data, f"{labelled_set}.tsv"), split_dir, seed=0)
+    per_epoch = -(-train_clips // batch)
+    return [f"task.data={split_dir}", f"model.encoder_checkpoint={mae}",
+            f"common.seed={seed}", f"dataset.batch_size={batch}",
+            f"optimization.max_epoch={epochs}",
+            f"lr_scheduler.warmup_updates={2 * per_epoch}",
+            f"lr_scheduler.lr_period_updates={(epochs - 2) * per_epoch}"]
+
+
 def check_data(data):
     missing = [p for p in ["pool/train.tsv", "pool/valid.tsv"] + [f"{s}.tsv" for s in SETS]
                if not os.path.isfile(os.path.join(data, p))]
@@ -108,6 +158,11 @@ def run(args):
         seconds.update(train_stages(stages[i:i + 2], out, args.threads))
     for name, _, _ in stages:
         encoders[name] = export_encoder(name, out)
+    if args.supervised != "none":
+        sup = supervised_overrides(data, out, args.supervised, encoders["mae"], args.seed)
+        seconds.update(train_stages([("sup", "finetune_demo", sup + [
+            "task.pad_mode=repeat", f"task.monitor_manifest='{monitor}'"])], out, args.threads))
+        encoders["sup"] = export_encoder("sup", out)
 
     from uamix_fairseq.evaluation.fewshot import main as fewshot_main
 
@@ -137,6 +192,7 @@ def run(args):
     results = {"seed": args.seed, "machine": {"cpu": cpu_model(), "cores": os.cpu_count()},
                "seconds": {k: round(v, 1) for k, v in seconds.items()},
                "encoders": encoders, "variants": parse_variants(args.variant),
+               "supervised": args.supervised,
                "monitor": monitor, "monitor_curves": curves, "fewshot": fewshot}
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
@@ -155,6 +211,9 @@ def main(argv=None):
                    "(default: the four labelled sets of DATA)")
     p.add_argument("--variant", action="append", metavar="NAME=OVERRIDES",
                    help="extra tuning variant, e.g. plain=\"criterion.positive=nn\"")
+    p.add_argument("--supervised", default="fillets_voices", help="labelled set whose "
+                   "labels the supervised reference is fine-tuned on, or none "
+                   "(default: fillets_voices)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--overwrite", action="store_true")
