@@ -50,32 +50,29 @@ class _PlainConfig:
     flags: dict
 
 
-def _to_plain(obj):
-    """``obj`` with every omegaconf container in its dicts/lists/tuples replaced by a
-    ``_PlainConfig`` (the same walk as fairseq's tensor split)."""
-    if OmegaConf.is_config(obj):
-        return _PlainConfig(OmegaConf.to_container(obj, resolve=False),
-                            dict(obj._metadata.flags or {}))
+def _map_leaves(obj, fn):
+    """``obj`` with ``fn`` applied to everything that is not a dict, list or tuple
+    (the same walk as fairseq's tensor split)."""
     if isinstance(obj, dict):
-        return {k: _to_plain(v) for k, v in obj.items()}
+        return {k: _map_leaves(v, fn) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_to_plain(v) for v in obj]
+        return [_map_leaves(v, fn) for v in obj]
     if isinstance(obj, tuple):
-        return tuple(_to_plain(v) for v in obj)
-    return obj
+        return tuple(_map_leaves(v, fn) for v in obj)
+    return fn(obj)
+
+
+def _to_plain(obj):
+    """``obj`` with every omegaconf container replaced by a ``_PlainConfig``."""
+    return _map_leaves(obj, lambda x: _PlainConfig(OmegaConf.to_container(x, resolve=False),
+                                                   dict(x._metadata.flags or {}))
+                       if OmegaConf.is_config(x) else x)
 
 
 def _from_plain(obj):
     """Undo ``_to_plain``."""
-    if isinstance(obj, _PlainConfig):
-        return OmegaConf.create(obj.content, flags=obj.flags)
-    if isinstance(obj, dict):
-        return {k: _from_plain(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_from_plain(v) for v in obj]
-    if isinstance(obj, tuple):
-        return tuple(_from_plain(v) for v in obj)
-    return obj
+    return _map_leaves(obj, lambda x: OmegaConf.create(x.content, flags=x.flags)
+                       if isinstance(x, _PlainConfig) else x)
 
 
 def _wrap_broadcast_object(original):
