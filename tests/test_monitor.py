@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from uamix_fairseq.monitor import (MonitorError, cosine_drift, loo_knn_accuracy,
+from uamix_fairseq.monitor import (MonitorError, cosine_drift, knn_k_warning, loo_knn_accuracy,
                                    loo_ncm_accuracy, neighbour_purity, targets_from_labels)
 
 
@@ -99,3 +99,13 @@ def test_targets_need_two_clips_per_class():
         targets_from_labels([["a"], ["b"], ["a"]], "x.label")
     with pytest.raises(MonitorError, match="several labels"):
         targets_from_labels([["a", "b"], ["a"]], "x.label")
+
+
+def test_knn_k_too_large_for_the_smallest_class_is_warned():
+    # 8 classes of 4 clips: 3 voters of the true class among k=20 can never win.
+    targets = torch.arange(8).repeat_interleave(4)
+    warning = knn_k_warning(targets, 20, "valid.tsv")
+    assert "valid.tsv" in warning and "task.monitor_knn_k=6 or less" in warning
+    assert knn_k_warning(targets, 6, "valid.tsv") is None
+    # The real-sounds ufoai set: smallest class 18 clips, k=20 is fine.
+    assert knn_k_warning(torch.tensor([0] * 18 + [1] * 60), 20, "ufoai.tsv") is None

@@ -35,6 +35,20 @@ def check_targets(targets: torch.Tensor, source: str = "the monitor labels"):
             "those classes from the monitor set")
 
 
+def knn_k_warning(targets: torch.Tensor, k: int, source: str) -> Optional[str]:
+    """A warning when the smallest class has fewer than k/2 other clips: its clips can
+    then never win the k-NN vote, and monitor_knn reads near 0 whatever the encoder."""
+    counts = torch.bincount(targets)
+    smallest = int(counts[counts > 0].min())
+    if smallest - 1 >= k / 2:
+        return None
+    return (f"{source}: its smallest class has {smallest} clips, so with "
+            f"task.monitor_knn_k={k} a held-out clip has at most {smallest - 1} voters "
+            f"of its class among {k}: monitor_knn will read near 0; set "
+            f"task.monitor_knn_k={max(1, 2 * (smallest - 1))} or less, or use "
+            "monitor_ncm")
+
+
 def _unit(emb: torch.Tensor) -> torch.Tensor:
     return F.normalize(emb.double(), dim=1)
 

@@ -23,7 +23,8 @@ import torch
 from fairseq.logging import metrics
 
 from ..frontend import batch_fbank, model_input
-from ..monitor import MonitorError, embed_batches, monitor_scores, targets_from_labels
+from ..monitor import (MonitorError, embed_batches, knn_k_warning, monitor_scores,
+                       targets_from_labels)
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +106,10 @@ class MonitorMixin:
         if self._monitor is None:
             self._monitor = [load_monitor_inputs(self.cfg, self.frontend_cfg, path)[:2]
                              for path, _ in self._monitor_sets]
+            for (path, _), (_, targets) in zip(self._monitor_sets, self._monitor):
+                warning = knn_k_warning(targets, self.cfg.monitor_knn_k, path)
+                if warning:
+                    logger.warning(warning)
         encoder, pooling = _encoder_and_pooling(model)
         return [embed_batches(encoder, inputs, pooling, self.cfg.monitor_batch_size,
                               encoder.cls_token.device) for inputs, _ in self._monitor]
