@@ -44,7 +44,7 @@ def _train(model, steps=2):
         opt.zero_grad(set_to_none=True)
         out = model(views[0][i], views[1][i], views[2][i])
         sum(v.square().mean() for k, v in out.items() if k[0] in "zp").backward()
-        frozen_grads = [p.grad for p in model.frozen_parameters()]
+        frozen_grads = [p.grad for p in model.freezing.frozen_parameters()]
         opt.step()
         outs.append({k: v.detach() for k, v in out.items()})
     return outs, frozen_grads

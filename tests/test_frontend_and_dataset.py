@@ -171,8 +171,8 @@ def _task_data(tmp_path, valid_clips):
 
 def _load(data, split):
     pytest.importorskip("fairseq")
-    from uamix_fairseq.tasks.uamix_contrastive import (UamixContrastiveConfig,
-                                                       frontend_config, unlabelled_dataset)
+    from uamix_fairseq.tasks.base import frontend_config, unlabelled_dataset
+    from uamix_fairseq.tasks.uamix_contrastive import UamixContrastiveConfig
 
     cfg = UamixContrastiveConfig(data=data, num_frames=32)
     return unlabelled_dataset(cfg, frontend_config(cfg), split)

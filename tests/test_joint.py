@@ -95,7 +95,7 @@ def test_joint_loss_is_contrastive_plus_weighted_mae():
 def test_every_parameter_gets_gradient_and_changes_after_a_step():
     model, sample = _joint_model(), _sample()
     joint, _ = _criteria()
-    assert model.frozen_parameters() == [] and model.frozen_units() == set()
+    assert model.freezing.frozen_parameters() == [] and model.freezing.frozen_units() == set()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     trainable = [p for p in model.parameters() if p.requires_grad]
     assert len(trainable) == len(before)  # patch embedding and cls token included

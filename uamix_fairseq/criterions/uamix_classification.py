@@ -30,7 +30,7 @@ from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.dataclass import FairseqDataclass
 
 from ..distributed import is_distributed, rank_and_world
-from ..evaluation.classifiers import mean_average_precision
+from ..average_precision import mean_average_precision
 from .logging_sums import logged_total
 
 

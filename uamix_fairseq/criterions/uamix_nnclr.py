@@ -27,6 +27,7 @@ from ..distributed import gather_rows, rank_and_world
 from ..mixing import MIX_MODES, PARTNER_MODES, mix_batch
 from ..monitor import neighbour_purity
 from ..nnclr import nnclr_loss, soft_target_loss, soft_target_matrix
+from ..seeding import step_generator
 from ..unremix import NORMS, UnReMixConfig, negative_weights
 from .logging_sums import logged_total
 
@@ -153,8 +154,7 @@ class UamixNNCLRCriterion(FairseqCriterion):
     def _generator(self):
         rank, _ = rank_and_world()
         # Same stream on resume; different on every rank and update.
-        seed = (self.cfg.seed * 1_000_003 + self.num_updates) * 101 + rank
-        return torch.Generator().manual_seed(seed % (2**63))
+        return step_generator(self.cfg.seed, self.num_updates, "mixing", rank)
 
     def mix(self, view1, gen):
         """(mixed, lam, partner) of view 1 for L_mix, or (None, None, None) when off."""

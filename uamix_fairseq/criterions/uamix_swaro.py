@@ -31,8 +31,9 @@ from omegaconf import II
 
 from ..attacks import db_to_normalized
 from ..distributed import gather_rows
+from ..models.wrappers import find_uamix_model
+from ..seeding import SHARED, step_generator
 from ..swaro import balanced_codes, derangement, swapped_prediction_loss, targeted_attack
-from ..tasks.uamix_contrastive import find_uamix_model
 from .logging_sums import logged_total
 from .uamix_nnclr import MixingConfig, UamixNNCLRCriterion
 
@@ -112,8 +113,7 @@ class UamixSwARoCriterion(FairseqCriterion):
 
     def _shared_generator(self):
         """A stream equal on every rank (the derangement of the global batch)."""
-        seed = (self.cfg.seed * 1_000_003 + self.num_updates) * 101 + 7_919
-        return torch.Generator().manual_seed(seed % (2**63))
+        return step_generator(self.cfg.seed, self.num_updates, "mixing", SHARED)
 
     # ---------------------------------------------------------------- pieces
     def _queue_scores(self, model):

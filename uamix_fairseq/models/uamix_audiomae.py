@@ -16,7 +16,7 @@ from omegaconf import II
 
 from ..audiomae import AudioMAEEncoder, encoder_for_model
 from ..compiling import compile_encoder_blocks, compile_unsupported_reason
-from ..freezing import parse_schedule, trainable_blocks_at
+from ..freezing import FreezeSchedule
 from ..nnclr import NNCLRHead, SupportQueue, ema_update
 from ..optim.uamix_adamw import tag_encoder_parameters, tag_parameter
 from ..sync_batchnorm import convert_sync_batchnorm
@@ -114,8 +114,10 @@ class UamixAudioMAEModel(BaseFairseqModel):
         super().__init__()
         self.cfg = cfg
         self.encoder = encoder
-        self.schedule = parse_schedule(cfg.freeze_schedule, encoder.depth,
-                                       field="model.freeze_schedule")
+        # The one place that decides what trains (freezing.py); it also keeps the patch
+        # embedding and cls token out of the optimizer (docs/method.md, "Progressive
+        # retraining", stage B), which saves their optimizer state too.
+        self.freezing = self.build_freezing(cfg, encoder)
         if not 0.0 < cfg.layer_decay <= 1.0:
             raise ValueError(f"model.layer_decay must be in (0, 1], got {cfg.layer_decay}")
         self.head, self.support_queue = self.build_head(encoder.embed_dim, queue_size)
@@ -128,12 +130,6 @@ class UamixAudioMAEModel(BaseFairseqModel):
             # Not trained by the optimizer: follows the projector after every update.
             self.queue_projector = copy.deepcopy(self.head.projector).requires_grad_(False)
         self._ema_at = None  # the update the EMA copy last followed
-        self.trainable_blocks = trainable_blocks_at(self.schedule, 0)
-        # The patch embedding and cls token never train here (docs/method.md,
-        # "Progressive retraining", stage B):
-        # keeping them out of the optimizer saves its state too.
-        for p in (self.encoder.cls_token, *self.encoder.patch_embed.parameters()):
-            p.requires_grad_(False)
         self._tag_parameters()
         self.num_train_clips = None  # set by build_model; bounds the queue's indices
         self._compiled = False
@@ -175,6 +171,15 @@ class UamixAudioMAEModel(BaseFairseqModel):
         if model.support_queue is not None:
             model.support_queue.dataset_id.fill_(float(getattr(task, "train_clips_id", 0)))
         return model
+
+    def build_freezing(self, cfg, encoder) -> FreezeSchedule:
+        """What trains when; models that train everything (the joint baseline) override."""
+        return FreezeSchedule.parse(encoder, cfg.freeze_schedule, field="model.freeze_schedule")
+
+    @property
+    def trainable_blocks(self) -> int:
+        """Encoder blocks training at the current update (logged by the criteria)."""
+        return self.freezing.trainable_blocks
 
     def build_head(self, embed_dim: int, queue_size: int):
         """(head, queue) on top of the encoder; models with another objective (SwARo)
@@ -223,11 +228,7 @@ class UamixAudioMAEModel(BaseFairseqModel):
     # ---------------------------------------------------------------- freezing
     def set_num_updates(self, num_updates):
         super().set_num_updates(num_updates)
-        stage = trainable_blocks_at(self.schedule, num_updates)
-        if stage != self.trainable_blocks:
-            logger.info("update %d: %d trainable encoder blocks (was %d)", num_updates,
-                        stage, self.trainable_blocks)
-        self.trainable_blocks = stage
+        self.freezing.set_num_updates(num_updates)
         if self.queue_projector is not None:
             # One EMA step per optimizer step (n follows n - 1); a resume or a repeated
             # call with the same n only records where training is.
@@ -244,13 +245,6 @@ class UamixAudioMAEModel(BaseFairseqModel):
             if not name.startswith("encoder."):
                 tag_parameter(p, "head", 1.0, 0.0 if p.ndim <= 1 else self.cfg.head_weight_decay)
 
-    def frozen_units(self):
-        """Units (see _tag_parameters) that must not change at the current stage."""
-        return self.encoder.frozen_units(self.trainable_blocks)
-
-    def frozen_parameters(self):
-        return self.encoder.frozen_parameters(self.trainable_blocks)
-
     # ---------------------------------------------------------------- forward
     def embed(self, x):
         """Pooled embeddings [B, D] of normalised fbank [B, 1, T, F]."""
@@ -262,7 +256,7 @@ class UamixAudioMAEModel(BaseFairseqModel):
             self._check_compile(x.device.type)
             compile_encoder_blocks(self.encoder)
             self._compiled = True
-        return self.encoder(x, trainable_blocks=self.trainable_blocks)
+        return self.encoder(x, **self.freezing.encoder_kwargs())
 
     def forward(self, view1, view2, mixed=None):
         parts = [view1, view2] + ([mixed] if mixed is not None else [])

@@ -24,6 +24,7 @@ from omegaconf import II
 from torch import nn
 
 from ..audiomae import AudioMAEEncoder, encoder_for_model
+from ..freezing import FreezeSchedule
 from ..optim.uamix_adamw import tag_encoder_parameters, tag_parameter
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,13 @@ class UamixAudioMAEClassifierConfig(FairseqDataclass):
         default=0.2,
         metadata={"help": "structured patch dropout in training: share of the frequency "
                   "columns of the patch grid removed per clip (AudioMAE: 0.2; 0 = off)"},
+    )
+    freeze_schedule: str = field(
+        default="",
+        metadata={"help": "list of (update, trainable top blocks), as uamix_audiomae's: "
+                  "lower blocks, patch embedding and cls token frozen (no autograd), e.g. "
+                  "'[(0, 0), (100, 3)]' for a head warm-up then the top 3 blocks; empty = "
+                  "everything trains (AudioMAE fine-tuning)"},
     )
     layer_decay: float = field(
         default=0.75,
@@ -126,6 +134,9 @@ class UamixAudioMAEClassifier(BaseFairseqModel):
             raise ValueError(f"model.layer_decay must be in (0, 1], got {cfg.layer_decay}")
         self.cfg = cfg
         self.encoder = classifier_encoder(encoder)
+        self.freezing = (FreezeSchedule.parse(self.encoder, cfg.freeze_schedule,
+                                              field="model.freeze_schedule")
+                         if cfg.freeze_schedule else FreezeSchedule.everything(self.encoder))
         self.head = nn.Linear(self.encoder.embed_dim, num_classes)
         nn.init.trunc_normal_(self.head.weight, std=2e-5)  # as AudioMAE's fine-tuning
         nn.init.zeros_(self.head.bias)
@@ -161,7 +172,16 @@ class UamixAudioMAEClassifier(BaseFairseqModel):
             keep = structured_patch_dropout_index(x.shape[0], enc.cfg.grid,
                                                   self.cfg.mask_t_prob,
                                                   self.cfg.mask_f_prob, device=x.device)
-        return enc.pool(enc(x, keep=keep), "mean")  # mean of the patch tokens -> fc_norm
+        tokens = enc(x, keep=keep, **self.freezing.encoder_kwargs())
+        return enc.pool(tokens, "mean")  # mean of the patch tokens -> fc_norm
+
+    def set_num_updates(self, num_updates):
+        super().set_num_updates(num_updates)
+        self.freezing.set_num_updates(num_updates)
+
+    @property
+    def trainable_blocks(self) -> int:
+        return self.freezing.trainable_blocks
 
     def forward(self, source):
         return self.head(self.embed(source))

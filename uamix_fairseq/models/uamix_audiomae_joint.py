@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from fairseq.models import register_model
 
 from ..audiomae import AudioMAEEncoder
+from ..freezing import FreezeSchedule, parse_schedule
 from ..mae import MAEDecoder, encode_visible, num_visible, patchify
 from ..optim.uamix_adamw import tag_encoder_parameters
 from .uamix_audiomae import UamixAudioMAEConfig, UamixAudioMAEModel
@@ -60,12 +61,6 @@ class UamixAudioMAEJointModel(UamixAudioMAEModel):
 
     def __init__(self, cfg: UamixAudioMAEJointConfig, encoder: AudioMAEEncoder, queue_size: int):
         super().__init__(cfg, encoder, queue_size)
-        depth = encoder.depth
-        if any(blocks != depth for _, blocks in self.schedule):
-            raise ValueError(
-                f"model.freeze_schedule={cfg.freeze_schedule!r}: uamix_audiomae_joint trains "
-                f"the whole encoder, so every stage must train all {depth} blocks; use "
-                f"'[(0, {depth})]' (partial freezing is uaMix's model uamix_audiomae)")
         if encoder.final_norm != "norm":
             raise ValueError("model.audiomae_checkpoint is a fine-tuned file (fc_norm); the MAE "
                              "branch needs a pretrained encoder with a final norm")
@@ -73,13 +68,22 @@ class UamixAudioMAEJointModel(UamixAudioMAEModel):
             num_visible(encoder.cfg.num_patches, cfg.mask_ratio)
         except ValueError as e:
             raise ValueError(f"model.mask_ratio: {e}") from None
-        # The parent keeps these out of training (uaMix never tunes them); here they train.
-        for p in (self.encoder.cls_token, *self.encoder.patch_embed.parameters()):
-            p.requires_grad_(True)
         self.decoder = MAEDecoder(encoder.embed_dim, cfg.decoder_embed_dim, cfg.decoder_depth,
                                   cfg.decoder_num_heads, encoder.cfg.patch_size,
                                   encoder.cfg.grid, encoder.cfg.mlp_ratio)
         tag_decoder_parameters(self.decoder, cfg.decoder_weight_decay)
+
+    def build_freezing(self, cfg, encoder) -> FreezeSchedule:
+        """Everything trains, the patch embedding and cls token included; the schedule
+        field is checked to say so."""
+        depth = encoder.depth
+        stages = parse_schedule(cfg.freeze_schedule, depth, field="model.freeze_schedule")
+        if any(blocks != depth for _, blocks in stages):
+            raise ValueError(
+                f"model.freeze_schedule={cfg.freeze_schedule!r}: uamix_audiomae_joint trains "
+                f"the whole encoder, so every stage must train all {depth} blocks; use "
+                f"'[(0, {depth})]' (partial freezing is uaMix's model uamix_audiomae)")
+        return FreezeSchedule.everything(encoder)
 
     @classmethod
     def build_model(cls, cfg: UamixAudioMAEJointConfig, task):
@@ -95,15 +99,6 @@ class UamixAudioMAEJointModel(UamixAudioMAEModel):
         # The embedding trains here: with layer decay it sits below block 0.
         tag_encoder_parameters(self.encoder, self.cfg.layer_decay,
                                self.cfg.layer_decay ** (self.encoder.depth + 1))
-
-    def frozen_units(self):
-        return set()
-
-    def frozen_parameters(self):
-        return []
-
-    def _encode(self, x):
-        return self.encoder(x)  # everything with autograd, patch embedding included
 
     def forward(self, view1, view2, mixed=None, generator=None):
         out = super().forward(view1, view2, mixed)

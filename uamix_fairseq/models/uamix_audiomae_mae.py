@@ -14,6 +14,7 @@ from fairseq.models import BaseFairseqModel, register_model
 from omegaconf import II
 
 from ..audiomae import AudioMAEEncoder, _read_file, encoder_for_model, vit_config
+from ..freezing import FreezeSchedule
 from ..mae import MASK_MODES, MAEDecoder, encode_visible, patchify, visible_count
 from ..optim.uamix_adamw import tag_encoder_parameters, tag_parameter
 
@@ -121,6 +122,7 @@ class UamixAudioMAEMAEModel(BaseFairseqModel):
                              f"both be > 0 for local attention (or both 0), got {window}")
         self.cfg = cfg
         self.encoder = encoder
+        self.freezing = FreezeSchedule.everything(encoder)  # MAE trains the whole encoder
         self.decoder = MAEDecoder(encoder.embed_dim, cfg.decoder_embed_dim, cfg.decoder_depth,
                                   cfg.decoder_num_heads, encoder.cfg.patch_size,
                                   encoder.cfg.grid, encoder.cfg.mlp_ratio, window)
@@ -157,12 +159,6 @@ class UamixAudioMAEMAEModel(BaseFairseqModel):
         here), the decoder as one unit ``decoder``."""
         tag_encoder_parameters(self.encoder, self.cfg.layer_decay)
         tag_decoder_parameters(self.decoder, self.cfg.decoder_weight_decay)
-
-    def frozen_units(self):
-        return set()
-
-    def frozen_parameters(self):
-        return []
 
     def forward(self, source, generator=None):
         x = source.to(self.encoder.cls_token.dtype)

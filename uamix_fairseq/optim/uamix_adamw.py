@@ -151,3 +151,18 @@ class UamixAdamW(FairseqOptimizer):
         self._base_lr = lr
         for g in self.param_groups:
             g["lr"] = 0.0 if g["frozen"] else lr * self._batch_factor * g["lr_scale"]
+
+
+def step_with_freezing(optimizer, freezing, skip: bool = False):
+    """One optimizer step that leaves ``freezing``'s frozen units (freezing.py)
+    bit-identical: their gradients are dropped (``None``: AdamW skips them) and their
+    groups get lr 0, so a wrapper that fills missing gradients with zeros changes
+    nothing either. ``skip``: every group frozen (an update whose batches were all
+    dropped)."""
+    for p in freezing.frozen_parameters():
+        p.grad = None
+    frozen = freezing.frozen_units()
+    for g in optimizer.param_groups:
+        g["frozen"] = skip or g["unit"] in frozen
+    optimizer.set_lr(optimizer.get_lr())
+    optimizer.step()

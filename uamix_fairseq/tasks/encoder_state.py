@@ -1,6 +1,6 @@
-"""What every uamix task shares about its encoder: the shape saved in the checkpoint's
-task state (so a model rebuilds without the original encoder file), and the check that
-the `uamix_adamw` optimizer is in use (layer decay, freezing, no decay on norms)."""
+"""What every uamix task keeps about its encoder in the checkpoint's task state: the
+shape (so a model rebuilds without the original encoder file) and the monitor's
+starting embeddings."""
 
 
 class EncoderStateMixin:
@@ -37,8 +37,3 @@ class EncoderStateMixin:
     def load_state_dict(self, state_dict):
         self._load_encoder_state(state_dict)
 
-
-def require_uamix_adamw(optimizer, task_name: str, why: str):
-    """A clear error when the optimizer's groups were not built by `uamix_adamw`."""
-    if not all("unit" in g for g in optimizer.param_groups):
-        raise ValueError(f"task {task_name} needs optimizer=uamix_adamw (the shipped configs select it): {why}")

@@ -23,6 +23,7 @@ import torch
 from fairseq.logging import metrics
 
 from ..frontend import batch_fbank, model_input
+from ..models.wrappers import find_uamix_model
 from ..monitor import (MonitorError, embed_batches, knn_k_warning, monitor_scores,
                        targets_from_labels)
 
@@ -32,8 +33,6 @@ MONITOR_KEYS = ("monitor_knn", "monitor_ncm", "monitor_drift", "monitor_seconds"
 
 
 def _encoder_and_pooling(model):
-    from .uamix_contrastive import find_uamix_model
-
     inner = find_uamix_model(model)
     encoder = getattr(inner, "encoder", None)
     if encoder is None or not hasattr(encoder, "embed"):

@@ -14,19 +14,16 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
-from fairseq.tasks import FairseqTask, register_task
+from fairseq.tasks import register_task
 from omegaconf import II
 
 from ..data.labelled_dataset import LabelledClipDataset
-from ..distributed import rank_and_world
 from ..frontend import batch_fbank, model_input
 from ..labels import class_index, label_path_for, read_labels
 from ..mixing import mix_partner, sample_lambda
 from ..views import spec_augment_widths
-from .encoder_state import EncoderStateMixin, require_uamix_adamw
-from .monitoring import MonitorMixin
-from .uamix_contrastive import (AudioDataConfig, check_audio_data_config,
-                                check_eval_split_size, frontend_config, split_manifest)
+from .base import (AudioDataConfig, UamixAudioTask, check_audio_data_config,
+                   check_eval_split_size, split_manifest)
 
 logger = logging.getLogger(__name__)
 
@@ -89,18 +86,20 @@ def mixup_waveforms(waveform, lengths, target, prob: float, alpha: float, genera
 
 
 @register_task("uamix_audio_classification", dataclass=UamixAudioClassificationConfig)
-class UamixAudioClassificationTask(MonitorMixin, EncoderStateMixin, FairseqTask):
+class UamixAudioClassificationTask(UamixAudioTask):
     cfg: UamixAudioClassificationConfig
+    task_name = "uamix_audio_classification"
+    optimizer_why = ("it applies the layer-wise lr decay (model.layer_decay), keeps biases, "
+                     "norms and the cls token out of weight decay, and freezes what "
+                     "model.freeze_schedule says")
+    seed_stream = "labels"
 
     def __init__(self, cfg: UamixAudioClassificationConfig):
         super().__init__(cfg)
-        self.frontend_cfg = frontend_config(cfg)
         # Saved in the task state (see state_dict): the class list and label type the
-        # model was trained with, and the encoder shape (rebuild without the file).
+        # model was trained with (the encoder shape is saved by the base).
         self.classes = None
         self.multilabel = None
-        self._init_encoder_state()
-        self._init_monitor()
 
     @classmethod
     def setup_task(cls, cfg: UamixAudioClassificationConfig, from_checkpoint=False, **kwargs):
@@ -160,28 +159,15 @@ class UamixAudioClassificationTask(MonitorMixin, EncoderStateMixin, FairseqTask)
         out["target"] = target
         return out
 
-    def _generator(self, update_num):
-        rank, _ = rank_and_world()
-        seed = ((self.cfg.seed * 104_729 + update_num) * 257 + rank) % (2**63)
-        return torch.Generator().manual_seed(seed)
-
     # ---------------------------------------------------------------- steps
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
-        sample = self.make_features(sample, self._generator(update_num))
+        sample = self.make_features(sample, self.step_generator(update_num))
         return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
 
     def valid_step(self, sample, model, criterion):
         loss, sample_size, logging_output = super().valid_step(
             self.make_features(sample), model, criterion)
         return loss, sample_size, self.add_monitor_scores(logging_output)
-
-    def optimizer_step(self, optimizer, model, update_num):
-        # Nothing is frozen here, so fairseq's plain step suffices; but without the
-        # uamix_adamw optimizer the layer-wise lr decay would silently not happen.
-        require_uamix_adamw(optimizer, "uamix_audio_classification", "it applies the "
-                            "layer-wise lr decay (model.layer_decay) and keeps biases, norms "
-                            "and the cls token out of weight decay")
-        super().optimizer_step(optimizer, model, update_num)
 
     # ---------------------------------------------------------------- state
     def state_dict(self):
@@ -201,6 +187,3 @@ class UamixAudioClassificationTask(MonitorMixin, EncoderStateMixin, FairseqTask)
             self.classes = list(classes)
             self.multilabel = bool(state_dict["multilabel"])
         self._load_encoder_state(state_dict)
-
-    def max_positions(self):
-        return None
