@@ -217,3 +217,27 @@ def test_cli(tmp_path, capsys):
     assert (tmp_path / "d" / "train.label").exists() and (tmp_path / "d" / "heldout.label").exists()
     assert main([str(tmp_path / "e"), "--seconds", "0.01"]) == 2
     assert "25 ms frame" in capsys.readouterr().err
+
+
+def test_seen_test_split_adds_clips_without_changing_the_others(tmp_path, corpus):
+    """seen_test.tsv: further clips of the seen classes, disjoint from train/valid; the
+    train/valid/heldout manifests are the same as without it."""
+    out_dir, summary = corpus
+    with_test = make_demo_corpus(tmp_path, clips_per_class=CLIPS, seconds=SECONDS, seed=0,
+                                 valid_percent=0.2, heldout_clips_per_class=HELDOUT_CLIPS,
+                                 seen_test_clips_per_class=2)
+    assert summary["seen_test_manifest"] is None and summary["num_seen_test"] == 0
+    for split in SPLITS:
+        with open(os.path.join(out_dir, f"{split}.tsv")) as a, \
+                open(os.path.join(tmp_path, f"{split}.tsv")) as b:
+            assert a.read().split("\n")[1:] == b.read().split("\n")[1:]
+    test = read_manifest(with_test["seen_test_manifest"])
+    assert len(test) == 2 * len(SEEN_CLASSES) == with_test["num_seen_test"]
+    used = set(read_manifest(os.path.join(tmp_path, "train.tsv")).paths) | \
+        set(read_manifest(os.path.join(tmp_path, "valid.tsv")).paths)
+    assert not used & set(test.paths)
+    with open(with_test["seen_test_labels"]) as f:
+        labels = f.read().split()
+    assert sorted(set(labels)) == sorted(SEEN_CLASSES)
+    assert [p.split("/")[0] for p in test.paths] == labels
+    assert with_test["class_counts"]["seen_test"] == {c: 2 for c in SEEN_CLASSES}

@@ -22,11 +22,12 @@ def test_every_stage_ran_and_is_recorded(quick_run):
     out, results = quick_run
     on_disk = json.loads((out / "results.json").read_text())
     assert on_disk["seconds"] == results["seconds"]
-    assert set(results["seconds"]) == {"corpus", "mae", "uamix", "none", "joint", "fewshot",
-                                       "total"}
+    assert set(results["seconds"]) == {"corpus", "mae", "uamix", "none", "sup", "joint",
+                                       "fewshot", "total"}
     # The joint baseline stops at the wall-clock of MAE + uaMix (or its 6 updates).
     updates = results["updates"]
-    assert {k: updates[k] for k in ("mae", "uamix", "none")} == {"mae": 3, "uamix": 3, "none": 3}
+    assert {k: updates[k] for k in ("mae", "uamix", "none", "sup")} == \
+        {"mae": 3, "uamix": 3, "none": 3, "sup": 3}
     assert 1 <= updates["joint"] <= 6
     joint_log = (out / "logs" / "joint.log").read_text()
     assert "stop_time_hours" in joint_log.splitlines()[0]
@@ -37,13 +38,33 @@ def test_every_stage_ran_and_is_recorded(quick_run):
         assert os.listdir(out / "tensorboard" / stage)
     # uaMix and "none" differ only in the mixing.
     assert "mix_mode=none" in (out / "logs" / "none.log").read_text().splitlines()[0]
+    # The supervised reference trains on the seen classes' labels with the tunings'
+    # freezing schedule.
+    sup_command = (out / "logs" / "sup.log").read_text().splitlines()[0]
+    assert "--config-name finetune_demo" in sup_command
+    assert "model.freeze_schedule='[(0, 0), (2, 1)]'" in sup_command
+    assert "model.freeze_schedule='[(0, 0), (2, 1)]'" in \
+        (out / "logs" / "uamix.log").read_text().splitlines()[0]
+
+
+def test_supervised_reference_trains_only_the_tunings_blocks(quick_run):
+    """Same trainable blocks as the tunings: after 3 updates (unfrozen at 2, top 1 of 2
+    blocks) the patch embedding and block 0 are bit-identical to the MAE, block 1
+    moved, and the encoder is in the fine-tuned layout (fc_norm)."""
+    out, results = quick_run
+    mae = torch.load(results["encoders"]["mae"], weights_only=True)["model"]
+    sup = torch.load(results["encoders"]["sup"], weights_only=True)["model"]
+    assert "fc_norm.weight" in sup and "norm.weight" not in sup
+    frozen = [k for k in mae if k.startswith(("patch_embed.", "cls_token", "blocks.0."))]
+    assert frozen and all(torch.equal(mae[k], sup[k]) for k in frozen)
+    assert any(not torch.equal(mae[k], sup[k]) for k in mae if k.startswith("blocks.1."))
 
 
 def test_encoders_are_exported_and_differ(quick_run):
     out, results = quick_run
     x = torch.randn(2, 1, 128, 128)
     outputs = {}
-    for name in ("random", "mae", "none", "uamix", "joint"):
+    for name in ("random", "mae", "none", "uamix", "sup", "joint"):
         enc = load_audiomae(results["encoders"][name]).eval()
         with torch.no_grad():
             outputs[name] = enc(x)
@@ -52,6 +73,7 @@ def test_encoders_are_exported_and_differ(quick_run):
     assert not torch.allclose(outputs["mae"], outputs["uamix"])
     assert not torch.allclose(outputs["uamix"], outputs["none"])
     assert not torch.allclose(outputs["random"], outputs["joint"])
+    assert not torch.allclose(outputs["mae"], outputs["sup"])
 
 
 def test_fewshot_table_on_heldout_classes(quick_run):
@@ -63,13 +85,32 @@ def test_fewshot_table_on_heldout_classes(quick_run):
     names = {e["name"] for e in fewshot["encoders"]}
     # Issue 11.13: every row is paired against the MAE, the tunings' start, and the
     # no-learning baseline is a row of the same episodes.
-    assert names == {"random", "mae", "none", "uamix", "joint", "fbank-stats"}
+    assert names == {"random", "mae", "none", "uamix", "sup", "joint", "fbank-stats"}
     rows = fewshot["results"]
     assert {r["encoder"] for r in rows} == names
     assert all(r["diff_vs"] == "mae" for r in rows if r["encoder"] != "mae")
     corpus = results["corpus"]
     assert not set(corpus["heldout_classes"]) & set(corpus["seen_classes"])
     assert fewshot["settings"]["num_classes"] == len(corpus["heldout_classes"])
+
+
+def test_fewshot_table_on_heldout_clips_of_seen_classes(quick_run):
+    """The second table: the seen classes (the supervised reference's own labels), on
+    clips no stage trained on, with the same encoders, baseline and pairing."""
+    out, results = quick_run
+    for ext in ("json", "csv", "png"):
+        assert (out / "fewshot_seen" / f"fewshot.{ext}").exists()
+    seen = results["fewshot_seen"]
+    assert seen["settings"]["manifest"].endswith("seen_test.tsv")
+    corpus = results["corpus"]
+    assert seen["settings"]["num_classes"] == len(corpus["seen_classes"])
+    assert {e["name"] for e in seen["encoders"]} == \
+        {e["name"] for e in results["fewshot"]["encoders"]}
+    assert all(r["diff_vs"] == "mae" for r in seen["results"] if r["encoder"] != "mae")
+    train = (out / "corpus" / "train.tsv").read_text().splitlines()[1:]
+    test = (out / "corpus" / "seen_test.tsv").read_text().splitlines()[1:]
+    assert test and not {line.split("\t")[0] for line in train} & \
+        {line.split("\t")[0] for line in test}
 
 
 def test_refuses_to_reuse_a_run_folder(quick_run, capsys):

@@ -401,6 +401,7 @@ def make_demo_corpus(
     seed: int = 0,
     valid_percent: float = 0.1,
     heldout_clips_per_class: Optional[int] = None,
+    seen_test_clips_per_class: int = 0,
 ) -> Dict:
     """Write the demo corpus, its manifests and label files under ``out_dir``.
 
@@ -409,6 +410,8 @@ def make_demo_corpus(
         out_dir/audio/<class>/<class>_<i>.wav     16-bit PCM mono, every class
         out_dir/train.tsv, out_dir/valid.tsv      fairseq manifests, seen classes only
         out_dir/heldout.tsv                       every clip of the held-out classes
+        out_dir/seen_test.tsv                     more clips of the seen classes, never
+                                                  in train/valid (when asked for)
         out_dir/<split>.label                     one class name per clip line
 
     Args:
@@ -418,13 +421,17 @@ def make_demo_corpus(
         valid_percent: fraction in ``[0, 1)`` of the seen clips put in ``valid.tsv``,
             spread evenly over the classes; with 0 no valid split is written.
         heldout_clips_per_class: clips of each held-out class (default: ``clips_per_class``).
+        seen_test_clips_per_class: further clips of each seen class for ``seen_test.tsv``
+            (indices after the train/valid ones, so those clips are the same with or
+            without it); 0 = no such split.
 
     Returns:
         JSON-serialisable summary: ``out_dir``, ``audio_dir``, ``classes``,
         ``seen_classes``, ``heldout_classes``, ``clips_per_class``,
-        ``heldout_clips_per_class``, ``num_clips``, ``seconds``, ``min_seconds``,
-        ``sample_rate``, ``num_train``, ``num_valid``, ``num_heldout``, and per split
-        (``train``, ``valid``, ``heldout``) ``<split>_manifest`` and ``<split>_labels``
+        ``heldout_clips_per_class``, ``seen_test_clips_per_class``, ``num_clips``,
+        ``seconds``, ``min_seconds``, ``sample_rate``, ``num_train``, ``num_valid``,
+        ``num_heldout``, ``num_seen_test``, and per split (``train``, ``valid``,
+        ``heldout``, ``seen_test``) ``<split>_manifest`` and ``<split>_labels``
         (None when not written), and ``class_counts`` (``{split: {class: count}}``).
     """
     if heldout_clips_per_class is None:
@@ -432,6 +439,9 @@ def make_demo_corpus(
     for name, value in (("clips_per_class", clips_per_class), ("heldout_clips_per_class", heldout_clips_per_class)):
         if int(value) != value or value < 1:
             raise ValueError(f"{name} must be a whole number of at least 1, got {value}")
+    if int(seen_test_clips_per_class) != seen_test_clips_per_class or seen_test_clips_per_class < 0:
+        raise ValueError("seen_test_clips_per_class must be a whole number >= 0, got "
+                         f"{seen_test_clips_per_class}")
     if SHORTEST_FRACTION * seconds * sample_rate < 400:
         raise ValueError(
             f"seconds={seconds} at {sample_rate} Hz makes clips shorter than one 25 ms frame "
@@ -443,6 +453,9 @@ def make_demo_corpus(
     audio_dir = os.path.join(out_dir, "audio")
     clips = [(name, i) for name in SEEN_CLASSES for i in range(clips_per_class)]
     clips += [(name, i) for name in HELDOUT_CLASSES for i in range(heldout_clips_per_class)]
+    seen_test = [(name, clips_per_class + i) for name in SEEN_CLASSES
+                 for i in range(seen_test_clips_per_class)]
+    clips += seen_test
     _refuse_stale_files(audio_dir, [_rel_path(name, i) for name, i in clips])
 
     sizes = {}
@@ -455,9 +468,11 @@ def make_demo_corpus(
 
     valid = _pick_valid(clips_per_class, valid_percent, seed)
     splits = {
-        "train": [c for c in clips if c[0] in SEEN_CLASSES and c not in valid],
+        "train": [c for c in clips if c[0] in SEEN_CLASSES and c[1] < clips_per_class
+                  and c not in valid],
         "valid": [c for c in clips if c in valid],
         "heldout": [c for c in clips if c[0] in HELDOUT_CLASSES],
+        "seen_test": seen_test,
     }
     summary = {
         "out_dir": out_dir,
@@ -467,6 +482,7 @@ def make_demo_corpus(
         "heldout_classes": list(HELDOUT_CLASSES),
         "clips_per_class": clips_per_class,
         "heldout_clips_per_class": heldout_clips_per_class,
+        "seen_test_clips_per_class": seen_test_clips_per_class,
         "num_clips": len(clips),
         "seconds": seconds,
         "min_seconds": SHORTEST_FRACTION * seconds,
@@ -506,6 +522,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--clips-per-class", type=int, default=40, help="clips of each seen class (default: 40)")
     parser.add_argument("--heldout-clips-per-class", type=int, default=None,
                         help="clips of each held-out class (default: as --clips-per-class)")
+    parser.add_argument("--seen-test-clips-per-class", type=int, default=0,
+                        help="further clips of each seen class in seen_test.tsv, never in "
+                        "train/valid (default: 0, no such split)")
     parser.add_argument("--seconds", type=float, default=2.0,
                         help=f"longest clip in seconds; lengths vary from {SHORTEST_FRACTION} times that (default: 2.0)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthesis and of the valid split (default: 0)")
@@ -524,6 +543,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             seed=args.seed,
             valid_percent=args.valid_percent,
             heldout_clips_per_class=args.heldout_clips_per_class,
+            seen_test_clips_per_class=args.seen_test_clips_per_class,
         )
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)

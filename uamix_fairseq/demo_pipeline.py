@@ -7,17 +7,23 @@ of each is in OUT_DIR/logs/, its checkpoints in OUT_DIR/<stage>/checkpoints, its
 tensorboard events in OUT_DIR/tensorboard/<stage>):
 
 1. ``corpus``: the synthetic demo corpus (``demo_data``): seen classes for pretraining
-   and tuning (labels unused), held-out classes for the evaluation.
+   and tuning (labels unused, except by ``sup``), held-out classes for the evaluation,
+   and further clips of the seen classes (``seen_test``), never trained on.
 2. ``mae``: masked-autoencoder pretraining from scratch (configs/mae_demo.yaml).
 3. ``uamix``: uaMix tuning of the MAE encoder (configs/demo.yaml, T-CutMix), and
 4. ``none``: the same tuning without mixtures (``criterion.mix_mode=none``), side by
    side with ``uamix`` (one process each; ``--sequential`` to time them alone).
-5. ``joint`` (with ``--joint``): the naive baseline, MAE + NNCLR losses on the whole
+5. ``sup``: the supervised reference: the same MAE encoder fine-tuned with the seen
+   classes' labels (configs/finetune_demo.yaml: a linear head on the pooled embedding),
+   with the tunings' freezing schedule (the same trainable blocks) and number of
+   updates: what labels give, where the tunings have none.
+6. ``joint`` (with ``--joint``): the naive baseline, MAE + NNCLR losses on the whole
    encoder from the same random start (configs/joint_demo.yaml), stopped after the
    wall-clock time of stages 2 and 3 together (equal compute).
-6. ``fewshot``: N-way k-shot evaluation (``uamix-fewshot``) of every encoder, plus a
-   randomly initialised one for reference, on the held-out classes; table, JSON, CSV,
-   plot in OUT_DIR/fewshot/.
+7. ``fewshot``: N-way k-shot evaluation (``uamix-fewshot``) of every encoder, plus a
+   randomly initialised one and the no-learning fbank baseline for reference, on the
+   held-out classes (OUT_DIR/fewshot/) and on the held-out clips of the seen classes
+   (OUT_DIR/fewshot_seen/): table, JSON, CSV, plot in each.
 
 Every encoder is exported to OUT_DIR/encoders/<stage>.pth (AudioMAE layout).
 OUT_DIR/results.json records the wall-clock time of every stage, the settings and the
@@ -47,13 +53,15 @@ NUM_FRAMES = 128
 ENCODER = {"embed_dim": 192, "depth": 6, "num_heads": 3}
 
 FULL = {
-    "corpus": {"clips_per_class": 40, "heldout_clips_per_class": 30, "seconds": 2.0},
+    "corpus": {"clips_per_class": 40, "heldout_clips_per_class": 30,
+               "seen_test_clips_per_class": 30, "seconds": 2.0},
     "mae_updates": 1500, "tune_updates": 300, "tune_unfreeze": 100,
     "encoder": ENCODER, "stage_overrides": [], "head_overrides": [], "decoder_overrides": [],
     "fewshot": ["--ways", "5", "--shots", "1", "5", "--queries", "10", "--episodes", "300"],
 }
 QUICK = {
-    "corpus": {"clips_per_class": 4, "heldout_clips_per_class": 7, "seconds": 0.6},
+    "corpus": {"clips_per_class": 4, "heldout_clips_per_class": 7,
+               "seen_test_clips_per_class": 7, "seconds": 0.6},
     "mae_updates": 3, "tune_updates": 3, "tune_unfreeze": 2,
     "encoder": {"embed_dim": 32, "depth": 2, "num_heads": 1},
     "stage_overrides": ["dataset.batch_size=4", "common.log_interval=1",
@@ -158,8 +166,8 @@ def export_encoder(stage: str, out_dir: str) -> str:
     return path
 
 
-STAGE_DIRS = ("corpus", "mae", "uamix", "none", "joint", "encoders", "embeddings", "fewshot",
-              "logs", "tensorboard")
+STAGE_DIRS = ("corpus", "mae", "uamix", "none", "sup", "joint", "encoders", "embeddings",
+              "fewshot", "fewshot_seen", "logs", "tensorboard")
 
 
 def _clear_previous_run(out_dir: str, overwrite: bool):
@@ -220,9 +228,9 @@ def run_pipeline(out_dir: str, quick: bool = False, joint: bool = False, seed: i
     encoders["mae"] = export_encoder("mae", out_dir)
 
     half = enc["depth"] // 2
+    schedule = f"model.freeze_schedule='[(0, 0), ({plan['tune_unfreeze']}, {half})]'"
     tune = common + head + [f"model.audiomae_checkpoint={encoders['mae']}",
-                            f"optimization.max_update={plan['tune_updates']}",
-                            f"model.freeze_schedule='[(0, 0), ({plan['tune_unfreeze']}, {half})]'"]
+                            f"optimization.max_update={plan['tune_updates']}", schedule]
     # Independent runs: side by side, one core each, on a 2-core machine.
     tunings = [("uamix", "demo", tune), ("none", "demo", tune + ["criterion.mix_mode=none"])]
     if parallel:
@@ -232,6 +240,10 @@ def run_pipeline(out_dir: str, quick: bool = False, joint: bool = False, seed: i
             timings.update(train_stages([stage], out_dir, threads))
     encoders["uamix"] = export_encoder("uamix", out_dir)
     encoders["none"] = export_encoder("none", out_dir)
+    # common last: --quick's shrunk batch and intervals win over the stage's own.
+    timings.update(train_stages([("sup", "finetune_demo", supervised_overrides(
+        encoders["mae"], plan["tune_updates"], schedule) + common)], out_dir, threads))
+    encoders["sup"] = export_encoder("sup", out_dir)
     if joint:
         # The same wall-clock as MAE + uaMix, so the comparison is at equal compute;
         # the cosine schedule is planned for as many updates as those two stages made.
@@ -243,24 +255,28 @@ def run_pipeline(out_dir: str, quick: bool = False, joint: bool = False, seed: i
             f"model.freeze_schedule='[(0, {enc['depth']})]'"])], out_dir, threads))
         encoders["joint"] = export_encoder("joint", out_dir)
 
-    names = ["random", "mae", "none", "uamix"] + (["joint"] if joint else [])
-    argv = ["--manifest", os.path.join(corpus, "heldout.tsv"), "--num-frames", str(NUM_FRAMES),
-            "--out", os.path.join(out_dir, "fewshot"), "--seed", "0", "--no-progress",
-            "--cache-dir", os.path.join(out_dir, "embeddings"), *plan["fewshot"],
-            # Paired differences against the MAE, the start of both tunings (the random
-            # row stays for reference), and the no-learning spectrum baseline.
-            "--reference", "mae", "--baseline", "fbank_stats"]
-    for name in names:
-        argv += ["--encoder", encoders[name], "--name", name]
-    print(f"[fewshot] uamix-fewshot on the held-out classes: {', '.join(names)}", flush=True)
+    names = ["random", "mae", "none", "uamix", "sup"] + (["joint"] if joint else [])
+    fewshot = {}
     start = time.perf_counter()
-    if fewshot_main(argv) != 0:
-        raise PipelineError("the few-shot evaluation failed (see the error above)")
+    for folder, split, what in (("fewshot", "heldout", "the held-out classes"),
+                                ("fewshot_seen", "seen_test", "held-out clips of the seen "
+                                 "classes")):
+        argv = ["--manifest", os.path.join(corpus, f"{split}.tsv"),
+                "--num-frames", str(NUM_FRAMES), "--out", os.path.join(out_dir, folder),
+                "--seed", "0", "--no-progress",
+                "--cache-dir", os.path.join(out_dir, "embeddings"), *plan["fewshot"],
+                # Paired differences against the MAE, the start of every tuning (the
+                # random row stays for reference), and the no-learning spectrum baseline.
+                "--reference", "mae", "--baseline", "fbank_stats"]
+        for name in names:
+            argv += ["--encoder", encoders[name], "--name", name]
+        print(f"[{folder}] uamix-fewshot on {what}: {', '.join(names)}", flush=True)
+        if fewshot_main(argv) != 0:
+            raise PipelineError("the few-shot evaluation failed (see the error above)")
+        with open(os.path.join(out_dir, folder, "fewshot.json")) as f:
+            fewshot[split] = json.load(f)
     timings["fewshot"] = time.perf_counter() - start
     timings["total"] = time.perf_counter() - t0
-
-    with open(os.path.join(out_dir, "fewshot", "fewshot.json")) as f:
-        fewshot = json.load(f)
     results = {
         "quick": quick, "seed": seed, "threads": threads, "parallel_tuning": parallel,
         "machine": {"cpu": cpu_model(), "cores": os.cpu_count(),
@@ -268,12 +284,27 @@ def run_pipeline(out_dir: str, quick: bool = False, joint: bool = False, seed: i
         "seconds": {k: round(v, 1) for k, v in timings.items()},
         "updates": {stage: updates_done(out_dir, stage) for stage in encoders
                     if stage != "random"},
-        "encoders": encoders, "corpus": summary, "fewshot": fewshot,
+        "encoders": encoders, "corpus": summary,
+        "fewshot": fewshot["heldout"], "fewshot_seen": fewshot["seen_test"],
     }
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
     _print_summary(out_dir, results)
     return results
+
+
+def supervised_overrides(mae: str, updates: int, schedule: str) -> List[str]:
+    """The ``sup`` stage: fine-tune ``mae`` on the seen classes' labels (train.tsv and
+    its .label) for ``updates`` updates with the tunings' freezing ``schedule`` and
+    their batch, warm-up and validation rhythm (configs/demo.yaml); lr, layer decay,
+    SpecAugment and label smoothing are configs/finetune_demo.yaml's."""
+    return [f"model.encoder_checkpoint={mae}", schedule,
+            "optimization.max_epoch=0", f"optimization.max_update={updates}",
+            "dataset.batch_size=32", "lr_scheduler.warmup_updates=30",
+            "lr_scheduler.lr_period_updates=-1",  # one half cosine over the whole run
+            "dataset.validate_interval=1000", "dataset.validate_interval_updates=100",
+            "checkpoint.save_interval=1000", "checkpoint.save_interval_updates=100",
+            "checkpoint.keep_interval_updates=2"]
 
 
 def cpu_model() -> str:
@@ -292,7 +323,9 @@ def _print_summary(out_dir: str, results: Dict):
     s = results["seconds"]
     print("\nwall-clock (s): " + ", ".join(f"{k} {v:.0f}" for k, v in s.items()))
     print("updates:        " + ", ".join(f"{k} {v}" for k, v in results["updates"].items()))
-    print(f"table, plot:    {os.path.join(out_dir, 'fewshot')} (fewshot.csv, fewshot.png)")
+    print(f"tables, plots:  {os.path.join(out_dir, 'fewshot')} (held-out classes), "
+          f"{os.path.join(out_dir, 'fewshot_seen')} (held-out clips of the seen classes): "
+          "fewshot.csv, fewshot.png")
     print(f"checkpoints:    {out_dir}/<stage>/checkpoints   encoders: {out_dir}/encoders")
     print(f"tensorboard:    tensorboard --logdir {os.path.join(out_dir, 'tensorboard')}")
     print(f"everything:     {os.path.join(out_dir, 'results.json')}")
