@@ -228,10 +228,11 @@ TWO_RANK_CASES = [(None, "minmax"), (1, "rank")]  # (dummy rank, norm)
 
 def _recording_step(model, criterion, sample, dummy=False):
     """_step, also returning the mixing drawn and every UnReMix weight matrix made."""
+    import uamix_fairseq.criterions.base as base_module
     import uamix_fairseq.criterions.uamix_nnclr as crit_module
 
     recorded = {"weights": [], "all_rows": []}
-    original_mix, original_weights = crit_module.mix_batch, crit_module.negative_weights
+    original_mix, original_weights = base_module.mix_batch, crit_module.negative_weights
 
     def recording_mix(*args, **kwargs):
         recorded["mix"] = original_mix(*args, **kwargs)
@@ -245,11 +246,11 @@ def _recording_step(model, criterion, sample, dummy=False):
                                                      None, mask))
         return recorded["weights"][-1]
 
-    crit_module.mix_batch, crit_module.negative_weights = recording_mix, recording_weights
+    base_module.mix_batch, crit_module.negative_weights = recording_mix, recording_weights
     try:
         out = _step(model, criterion, sample, dummy=dummy)
     finally:
-        crit_module.mix_batch, crit_module.negative_weights = original_mix, original_weights
+        base_module.mix_batch, crit_module.negative_weights = original_mix, original_weights
     return {**out, **recorded}
 
 
@@ -288,14 +289,14 @@ def test_two_ranks_match_one_process(two_rank_results, dummy_rank, norm):
         mixes.append((mixed, lam, partner + offset))
         offset += CLIPS[r]
     replay = tuple(torch.cat(parts) for parts in zip(*mixes))
-    import uamix_fairseq.criterions.uamix_nnclr as crit_module
-    original = crit_module.mix_batch
-    crit_module.mix_batch = lambda *a, **k: replay
+    import uamix_fairseq.criterions.base as base_module
+    original = base_module.mix_batch
+    base_module.mix_batch = lambda *a, **k: replay
     try:
         ref = _recording_step(_tiny_model(), _unremix_criterion(unremix=True, unremix_norm=norm),
                               _sample(view1[keep], view2[keep], ids[keep]))
     finally:
-        crit_module.mix_batch = original
+        base_module.mix_batch = original
 
     # Weights of the three logit matrices (12, 21, mix): the real ranks' rows, on the
     # real columns, are the one-process weights.

@@ -19,19 +19,18 @@ definition); classes without a positive clip in the evaluated set have no AP and
 left out of the mean. Training steps log no scores (the loss only).
 """
 
-import math
 from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from fairseq import metrics
-from fairseq.criterions import FairseqCriterion, register_criterion
+from fairseq.criterions import register_criterion
 from fairseq.dataclass import FairseqDataclass
 
 from ..distributed import is_distributed, rank_and_world
 from ..average_precision import mean_average_precision
-from .logging_sums import logged_total
+from .base import BITS, UamixCriterion
 
 
 @dataclass
@@ -61,7 +60,10 @@ def _mean_average_precision(meters):
 
 
 @register_criterion("uamix_classification", dataclass=UamixClassificationConfig)
-class UamixClassificationCriterion(FairseqCriterion):
+class UamixClassificationCriterion(UamixCriterion):
+    # accuracy only where single-label outputs log "correct"; mAP in reduce_more.
+    METRICS = (("loss", "loss", BITS, 3), ("accuracy", "correct", 100.0, 2))
+
     def __init__(self, cfg: UamixClassificationConfig, task):
         super().__init__(task)
         if not 0.0 <= cfg.label_smoothing < 1.0:
@@ -112,24 +114,11 @@ class UamixClassificationCriterion(FairseqCriterion):
         slots["_present"][rank, :b] = 1.0
         return {k: v.flatten(0, 1) for k, v in slots.items()}
 
-    @staticmethod
-    def reduce_metrics(logging_outputs) -> None:
-        def total(key):
-            return logged_total(logging_outputs, key)
-
-        n = total("sample_size")
-        if n == 0:
-            return
-        metrics.log_scalar("loss", total("loss") / n / math.log(2), n, round=3)
-        if any("correct" in log for log in logging_outputs):
-            metrics.log_scalar("accuracy", 100.0 * total("correct") / n, n, round=2)
+    @classmethod
+    def reduce_more(cls, logging_outputs, n: float) -> None:
         if any("_scores" in log for log in logging_outputs):
             for log in logging_outputs:
                 present = log["_present"] > 0.5
                 metrics.log_concat_tensor("_ap_scores", log["_scores"][present].cpu().float())
                 metrics.log_concat_tensor("_ap_targets", log["_targets"][present].cpu().float())
             metrics.log_derived("mAP", _mean_average_precision)
-
-    @staticmethod
-    def logging_outputs_can_be_summed() -> bool:
-        return True

@@ -4,12 +4,11 @@ patch, averaged over clips)."""
 
 from dataclasses import dataclass, field
 
-from fairseq import metrics
-from fairseq.criterions import FairseqCriterion, register_criterion
+from fairseq.criterions import register_criterion
 from fairseq.dataclass import FairseqDataclass
 
 from ..mae import masked_mse
-from .logging_sums import logged_total
+from .base import UamixCriterion
 
 
 @dataclass
@@ -22,7 +21,9 @@ class UamixMAECriterionConfig(FairseqDataclass):
 
 
 @register_criterion("uamix_mae", dataclass=UamixMAECriterionConfig)
-class UamixMAECriterion(FairseqCriterion):
+class UamixMAECriterion(UamixCriterion):
+    METRICS = (("loss", "loss", 1.0, 4), ("mask_ratio", "masked", 1.0, 3))
+
     def __init__(self, cfg: UamixMAECriterionConfig, task):
         super().__init__(task)
         self.cfg = cfg
@@ -37,18 +38,3 @@ class UamixMAECriterion(FairseqCriterion):
                           "sample_size": b,
                           "masked": out["mask"].detach().float().mean() * b}
         return loss, b, logging_output
-
-    @staticmethod
-    def reduce_metrics(logging_outputs) -> None:
-        def total(key):
-            return logged_total(logging_outputs, key)
-
-        n = total("sample_size")
-        if n == 0:
-            return
-        metrics.log_scalar("loss", total("loss") / n, n, round=4)
-        metrics.log_scalar("mask_ratio", total("masked") / n, n, round=3)
-
-    @staticmethod
-    def logging_outputs_can_be_summed() -> bool:
-        return True

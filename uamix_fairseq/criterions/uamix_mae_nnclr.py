@@ -14,11 +14,9 @@ Both parts are per-clip sums (fairseq divides by sample_size = B).
 
 from dataclasses import dataclass, field
 
-from fairseq import metrics
 from fairseq.criterions import register_criterion
 
 from ..mae import masked_mse
-from .logging_sums import logged_total
 from .uamix_mae import UamixMAECriterionConfig
 from .uamix_nnclr import UamixNNCLRConfig, UamixNNCLRCriterion
 
@@ -36,6 +34,9 @@ class UamixMAENNCLRConfig(UamixNNCLRConfig, UamixMAECriterionConfig):
 
 @register_criterion("uamix_mae_nnclr", dataclass=UamixMAENNCLRConfig)
 class UamixMAENNCLRCriterion(UamixNNCLRCriterion):
+    # + mae_loss as `uamix_mae` logs its loss: mean squared error per masked patch.
+    METRICS = UamixNNCLRCriterion.METRICS + (("mae_loss", "mae_loss", 1.0, 4),)
+
     def __init__(self, cfg: UamixMAENNCLRConfig, task):
         super().__init__(cfg, task)
         if cfg.mae_weight < 0:
@@ -59,12 +60,3 @@ class UamixMAENNCLRCriterion(UamixNNCLRCriterion):
         logging_output["loss"] = loss.detach()
         logging_output["mae_loss"] = mae.detach() * b
         return loss, b, logging_output
-
-    @staticmethod
-    def reduce_metrics(logging_outputs) -> None:
-        UamixNNCLRCriterion.reduce_metrics(logging_outputs)
-        n = logged_total(logging_outputs, "sample_size")
-        if n:
-            # As `uamix_mae` logs its loss: mean squared error per masked patch.
-            metrics.log_scalar("mae_loss", logged_total(logging_outputs, "mae_loss") / n, n,
-                               round=4)

@@ -21,21 +21,17 @@ Plain pieces: ``uamix_fairseq.swaro`` (Sinkhorn, loss, derangement, attack),
 random stream are uamix_nnclr's.
 """
 
-import math
 from dataclasses import dataclass, field
 
 import torch
-from fairseq import metrics
-from fairseq.criterions import FairseqCriterion, register_criterion
+from fairseq.criterions import register_criterion
 from omegaconf import II
 
 from ..attacks import db_to_normalized
-from ..distributed import gather_rows
 from ..models.wrappers import find_uamix_model
 from ..seeding import SHARED, step_generator
 from ..swaro import balanced_codes, derangement, swapped_prediction_loss, targeted_attack
-from .logging_sums import logged_total
-from .uamix_nnclr import MixingConfig, UamixNNCLRCriterion
+from .base import BITS, GlobalBatch, MixingConfig, MixingCriterion
 
 
 @dataclass
@@ -77,22 +73,23 @@ class UamixSwARoConfig(MixingConfig):
 
 
 @register_criterion("uamix_swaro", dataclass=UamixSwARoConfig)
-class UamixSwARoCriterion(FairseqCriterion):
-    # The same update counter, random stream and mixing as uamix_nnclr (they read only
-    # cfg.seed and the mix_* fields, which this config shares).
-    set_num_updates = UamixNNCLRCriterion.set_num_updates
-    _generator = UamixNNCLRCriterion._generator
-    mix = UamixNNCLRCriterion.mix
+class UamixSwARoCriterion(MixingCriterion):
+    # Swapped agreement: top prototype of view 1 == top code of view 2; adv_hit: top of
+    # the adversarial view == top of its attack target (the attack's success), in %.
+    METRICS = (("loss", "loss", BITS, 3), ("clean_loss", "clean_loss", BITS, 3),
+               ("mix_loss", "mix_loss", BITS, 3), ("adv_loss", "adv_loss", BITS, 3),
+               ("agreement", "agreement", 100.0, 2), ("adv_hit", "adv_hit", 100.0, 2),
+               ("lam", "lam_x_n", 1.0, 3), ("queue_fill", "queue_fill_x_n", 1.0, 3),
+               ("queue_used", "queue_used_x_n", 1.0, 3),
+               ("trainable_blocks", "trainable_blocks_x_n", 1.0, 3))
 
     def __init__(self, cfg: UamixSwARoConfig, task):
-        super().__init__(task)
+        super().__init__(cfg, task)  # the mixing fields (criterions/base.py)
         checks = [
             ("temperature", cfg.temperature > 0, "> 0"),
             ("sinkhorn_iterations", cfg.sinkhorn_iterations >= 1, ">= 1"),
             ("sinkhorn_epsilon", cfg.sinkhorn_epsilon > 0, "> 0"),
             ("queue_start_update", cfg.queue_start_update >= 0, ">= 0"),
-            ("mix_weight", cfg.mix_weight >= 0, ">= 0"),
-            ("mix_alpha", cfg.mix_alpha > 0, "> 0"),
             ("adv_weight", cfg.adv_weight >= 0, ">= 0"),
             ("adv_budget_db", cfg.adv_budget_db >= 0, ">= 0"),
             ("adv_steps", cfg.adv_steps >= 0, ">= 0"),
@@ -105,8 +102,6 @@ class UamixSwARoCriterion(FairseqCriterion):
             raise ValueError("criterion.adv_on_mixture=true attacks the mixture, but mixing is "
                              "off (criterion.mix_mode=none or mix_weight=0): turn mixing on "
                              "or set adv_on_mixture=false")
-        self.cfg = cfg
-        self.num_updates = 0
         # Budget and step in the model's input units (normalised fbank).
         self.adv_eps = db_to_normalized(cfg.adv_budget_db, cfg.norm_std)
         self.adv_step = db_to_normalized(cfg.adv_step_db, cfg.norm_std)
@@ -157,20 +152,14 @@ class UamixSwARoCriterion(FairseqCriterion):
         b, device = view1.shape[0], view1.device
         tau = cfg.temperature
         out = {k: v.float() for k, v in out.items()}  # losses in float32
-        real = torch.full((b,), not sample.get("is_dummy", False), device=device)
-
         # Training: codes from the global batch (all ranks solve the same problem and
-        # keep their own rows). Validation: local rows only (fairseq does not tell
-        # valid_step which batches are dummies).
-        def global_rows(x):
-            return gather_rows(x, with_grad=False) if model.training else (x, 0)
-
-        real_all, offset = global_rows(real)
-        rows = slice(offset, offset + b)
+        # keep their own rows). Validation: local rows only.
+        batch = GlobalBatch(sample, b, device, gather=model.training)
+        real, real_all, rows = batch.real, batch.real_all, batch.local
         extra = self._queue_scores(model)
 
         def codes(scores):
-            all_scores, _ = global_rows(scores.detach())
+            all_scores, _ = batch.rows(scores.detach())
             return balanced_codes(all_scores, cfg.sinkhorn_iterations, cfg.sinkhorn_epsilon,
                                   real_all, extra)[rows]
 
@@ -192,7 +181,7 @@ class UamixSwARoCriterion(FairseqCriterion):
             source, target = (mixed, mix_target) if cfg.adv_on_mixture else (view1, q2)
             # Every clip is pushed towards the clean target of another real clip of the
             # global batch; dummy rows keep their own (they are not trained on).
-            targets_all, _ = global_rows(target)
+            targets_all, _ = batch.rows(target)
             real_idx = real_all.nonzero()[:, 0]
             if real_idx.numel() >= 2:
                 perm = torch.arange(real_all.shape[0], device=device)
@@ -208,10 +197,10 @@ class UamixSwARoCriterion(FairseqCriterion):
 
         queue = model.support_queue
         if model.training and queue is not None:
-            z_all = global_rows(torch.cat([out["z1"], out["z2"]]).detach())[0]
+            z_all = batch.rows(torch.cat([out["z1"], out["z2"]]).detach())[0]
             ids = sample["id"].to(device)
-            ids_all = global_rows(torch.cat([ids, ids]))[0]
-            keep = global_rows(torch.cat([real, real]))[0]
+            ids_all = batch.rows(torch.cat([ids, ids]))[0]
+            keep = batch.rows(torch.cat([real, real]))[0]
             queue.push(z_all[keep], ids_all[keep])
 
         agreement = (out["s1"].argmax(1) == q2.argmax(1))[real].sum()
@@ -231,24 +220,3 @@ class UamixSwARoCriterion(FairseqCriterion):
             "trainable_blocks_x_n": float(model.trainable_blocks * b),
         }
         return loss, logging_output
-
-    @staticmethod
-    def reduce_metrics(logging_outputs) -> None:
-        def total(key):
-            return logged_total(logging_outputs, key)
-
-        n = total("sample_size")
-        if n == 0:
-            return
-        for key in ("loss", "clean_loss", "mix_loss", "adv_loss"):
-            metrics.log_scalar(key, total(key) / n / math.log(2), n, round=3)
-        # Top prototype of view 1 == top code of view 2 (swapped agreement), and of the
-        # adversarial view == top of its attack target (the attack's success), in %.
-        metrics.log_scalar("agreement", 100.0 * total("agreement") / n, n, round=2)
-        metrics.log_scalar("adv_hit", 100.0 * total("adv_hit") / n, n, round=2)
-        for key in ("lam", "queue_fill", "queue_used", "trainable_blocks"):
-            metrics.log_scalar(key, total(key + "_x_n") / n, n, round=3)
-
-    @staticmethod
-    def logging_outputs_can_be_summed() -> bool:
-        return True
