@@ -110,7 +110,7 @@ def test_structured_patch_dropout_keeps_whole_rows_and_columns():
 
 class _FakeTask:
     def __init__(self, classes):
-        self.classes, self.multilabel, self.encoder_config = classes, False, None
+        self.classes, self.multilabel = classes, False
 
 
 def _model(encoder, **overrides):

@@ -7,7 +7,7 @@ Thin glue: the encoder lives in ``uamix_fairseq.audiomae``, the head and queue i
 
 import copy
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
@@ -154,8 +154,6 @@ class UamixAudioMAEModel(BaseFairseqModel):
         if restored is None:
             logger.info("loaded AudioMAE encoder from %s: %s", cfg.audiomae_checkpoint,
                         encoder.cfg)
-        if hasattr(task, "encoder_config"):
-            task.encoder_config = {"config": asdict(encoder.cfg), "final_norm": encoder.final_norm}
         train_clips = getattr(task, "num_train_clips", None)
         queue_size = cfg.effective_queue_size
         if queue_size == 0:  # a new model; a rebuilt one has the size in its config

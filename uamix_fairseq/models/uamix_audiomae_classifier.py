@@ -15,7 +15,7 @@ AudioMAE layout, so ``save_audiomae`` writes it as one.
 """
 
 import logging
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 from fairseq.dataclass import FairseqDataclass
@@ -160,7 +160,6 @@ class UamixAudioMAEClassifier(BaseFairseqModel):
             logger.info("loaded encoder from %s (%s): %s", cfg.encoder_checkpoint,
                         "fresh fc_norm" if encoder.final_norm == "norm" else "its fc_norm",
                         encoder.cfg)
-        task.encoder_config = {"config": asdict(encoder.cfg), "final_norm": "fc_norm"}
         return cls(cfg, encoder, len(classes))
 
     def embed(self, source):

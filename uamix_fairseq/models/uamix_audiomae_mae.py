@@ -7,7 +7,7 @@ it straight out of a checkpoint), the decoder under ``decoder.`` with official k
 """
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.models import BaseFairseqModel, register_model
@@ -145,8 +145,6 @@ class UamixAudioMAEMAEModel(BaseFairseqModel):
             encoder = encoder_for_model(cfg.audiomae_checkpoint, restored,
                                         "model.audiomae_checkpoint", cfg.num_frames,
                                         cfg.num_heads or None, cfg.drop_path_rate)
-        if hasattr(task, "encoder_config"):
-            task.encoder_config = {"config": asdict(encoder.cfg), "final_norm": encoder.final_norm}
         model = cls(cfg, encoder)
         if restored is None and cfg.audiomae_checkpoint:
             loaded = load_decoder_entries(model.decoder, cfg.audiomae_checkpoint)

@@ -9,7 +9,7 @@ features and fields.
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.tasks import FairseqTask
@@ -169,6 +169,14 @@ class UamixAudioTask(MonitorMixin, EncoderStateMixin, FairseqTask):
     def setup_task(cls, cfg, **kwargs):
         check_audio_data_config(cfg)
         return cls(cfg)
+
+    def build_model(self, cfg, from_checkpoint=False):
+        model = super().build_model(cfg, from_checkpoint)
+        # The shape of the encoder just built, saved with every checkpoint's task state
+        # (encoder_state.py): the task reads it from the model, models never write here.
+        encoder = find_uamix_model(model).encoder
+        self.encoder_config = {"config": asdict(encoder.cfg), "final_norm": encoder.final_norm}
+        return model
 
     def step_generator(self, step: int):
         """This task's random stream at ``step`` (an update, or ``-1 - batch`` in
