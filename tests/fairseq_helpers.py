@@ -13,6 +13,12 @@ USER_DIR = os.path.join(REPO, "uamix_fairseq")
 # A 4-block encoder on 0.32 s crops: seconds per run on 2 CPU cores.
 TINY_ENCODER = EncoderConfig(embed_dim=64, depth=4, num_heads=1, num_frames=32)
 
+# The GPU recipes' settings that this CPU cannot run, switched off (bf16 path included).
+CPU_OVERRIDES = {"common.cpu": "true", "common.on_cpu_convert_precision": "true",
+                 "common.log_format": "simple",
+                 "distributed_training.distributed_world_size": 1,
+                 "distributed_training.ddp_backend": "legacy_ddp", "dataset.num_workers": 0}
+
 
 def make_tiny_setup(root):
     corpus = os.path.join(root, "corpus")

@@ -34,6 +34,7 @@ from uamix_fairseq.manifest import read_manifest
 from uamix_fairseq.models.uamix_audiomae_classifier import (UamixAudioMAEClassifier,
                                                             UamixAudioMAEClassifierConfig,
                                                             structured_patch_dropout)
+from fairseq_helpers import CPU_OVERRIDES
 from uamix_fairseq.tasks.uamix_audio_classification import (UamixAudioClassificationConfig,
                                                             UamixAudioClassificationTask,
                                                             mixup_waveforms)
@@ -343,11 +344,8 @@ def _start_train(overrides, cwd, config_name="finetune_demo"):
                             stderr=subprocess.STDOUT, text=True)
 
 
-# The GPU recipes, shrunk to this CPU and the demo data (bf16 path included).
-ON_CPU = {"common.cpu": "true", "common.on_cpu_convert_precision": "true",
-          "common.log_format": "simple", "distributed_training.distributed_world_size": 1,
-          "distributed_training.ddp_backend": "legacy_ddp", "dataset.num_workers": 0,
-          "dataset.train_subset": "train", "dataset.valid_subset": "valid"}
+# The GPU recipes, shrunk to this CPU and the demo data.
+ON_CPU = {**CPU_OVERRIDES, "dataset.train_subset": "train", "dataset.valid_subset": "valid"}
 RECIPES = ("finetune_esc50", "finetune_spc2", "finetune_voxceleb1")
 
 
@@ -470,7 +468,7 @@ def test_recipe_lr_follows_the_base_lr_rule(name):
 
 
 def test_esc50_five_fold_script_averages_the_folds(corpus, tmp_path):
-    """scripts/esc50_5fold.sh on two generated folds: trains each, reads each fold's
+    """examples/esc50/five_fold.sh on two generated folds: trains each, reads each fold's
     best accuracy from its checkpoint, and writes the mean."""
     data = str(tmp_path / "folds")
     os.makedirs(data)
@@ -485,7 +483,7 @@ def test_esc50_five_fold_script_averages_the_folds(corpus, tmp_path):
                UAMIX_TRAIN_CMD=os.path.join(os.path.dirname(sys.executable),
                                             "fairseq-hydra-train"))
     proc = subprocess.run(
-        ["bash", os.path.join(REPO, "scripts", "esc50_5fold.sh"), data, corpus["encoder"],
+        ["bash", os.path.join(REPO, "examples", "esc50", "five_fold.sh"), data, corpus["encoder"],
          out, "++task.num_frames=32", "++dataset.batch_size=6",
          "++optimization.max_update=2", "++lr_scheduler.warmup_updates=1"],
         env=env, capture_output=True, text=True, timeout=300)
@@ -496,7 +494,7 @@ def test_esc50_five_fold_script_averages_the_folds(corpus, tmp_path):
     folds = summary["folds"]
     assert set(folds) == {"1", "2"} and all(0 <= v <= 100 for v in folds.values())
     assert abs(summary["mean"] - (folds["1"] + folds["2"]) / 2) < 1e-9
-    missing = subprocess.run(["bash", os.path.join(REPO, "scripts", "esc50_5fold.sh"),
+    missing = subprocess.run(["bash", os.path.join(REPO, "examples", "esc50", "five_fold.sh"),
                               str(tmp_path), corpus["encoder"], out],
                              env=env, capture_output=True, text=True)
     assert missing.returncode == 2 and "fold1_train.tsv is missing" in missing.stderr

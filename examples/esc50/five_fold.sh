@@ -3,7 +3,7 @@
 # each fold, with configs/finetune_esc50.yaml; then average each fold's best accuracy.
 #
 # Usage:
-#   scripts/esc50_5fold.sh DATA_DIR ENCODER OUT_DIR [fairseq-hydra-train overrides...]
+#   examples/esc50/five_fold.sh DATA_DIR ENCODER OUT_DIR [fairseq-hydra-train overrides...]
 #
 #   DATA_DIR  manifests fold{1..5}_train.tsv / fold{1..5}_test.tsv with their .label files
 #             (python -m uamix_fairseq.prepare esc50 ESC-50-master DATA_DIR)
@@ -12,7 +12,7 @@
 #             to OUT_DIR/esc50_5fold.json and the screen
 #
 # Example:
-#   scripts/esc50_5fold.sh /data/esc50 /ckpt/pretrained.pth /exp/esc50 \
+#   examples/esc50/five_fold.sh /data/esc50 /ckpt/pretrained.pth /exp/esc50 \
 #       distributed_training.distributed_world_size=1
 #
 # Running it again resumes: each fold continues from its checkpoint_last.pt (a finished
@@ -33,14 +33,14 @@ usage() {
 }
 
 [ $# -ge 3 ] || usage
-DATA_DIR=$(cd "$1" && pwd) || { echo "esc50_5fold.sh: DATA_DIR '$1' is not a folder" >&2; exit 2; }
-[ -f "$2" ] || { echo "esc50_5fold.sh: ENCODER '$2' does not exist" >&2; exit 2; }
+DATA_DIR=$(cd "$1" && pwd) || { echo "five_fold.sh: DATA_DIR '$1' is not a folder" >&2; exit 2; }
+[ -f "$2" ] || { echo "five_fold.sh: ENCODER '$2' does not exist" >&2; exit 2; }
 ENCODER=$(cd "$(dirname "$2")" && pwd)/$(basename "$2")
 mkdir -p "$3"
 OUT_DIR=$(cd "$3" && pwd)
 shift 3
 
-REPO=$(cd "$(dirname "$0")/.." && pwd)
+REPO=$(cd "$(dirname "$0")/../.." && pwd)
 FOLDS=${FOLDS:-"1 2 3 4 5"}
 CONFIG=${CONFIG:-finetune_esc50}
 PYTHON=${PYTHON:-python3}
@@ -51,7 +51,7 @@ for f in $FOLDS; do
     for split in "fold${f}_train" "fold${f}_test"; do
         for ext in tsv label; do
             [ -f "$DATA_DIR/$split.$ext" ] || {
-                echo "esc50_5fold.sh: $DATA_DIR/$split.$ext is missing; make the manifests with" \
+                echo "five_fold.sh: $DATA_DIR/$split.$ext is missing; make the manifests with" \
                      "'python -m uamix_fairseq.prepare esc50 ESC-50-master $DATA_DIR'" >&2
                 exit 2
             }
@@ -72,7 +72,7 @@ for f in $FOLDS; do
     status=${PIPESTATUS[0]}
     set -e
     if [ "$status" -ne 0 ]; then
-        echo "esc50_5fold.sh: fold $f failed (exit $status); see $dir/train.log" >&2
+        echo "five_fold.sh: fold $f failed (exit $status); see $dir/train.log" >&2
         exit "$status"
     fi
 done
@@ -93,7 +93,7 @@ for f in folds:
     state = torch.load(path, map_location="cpu", weights_only=False)
     best = state["extra_state"].get("best")
     if best is None:
-        sys.exit(f"esc50_5fold.sh: {path} records no best score (no validation ran?)")
+        sys.exit(f"five_fold.sh: {path} records no best score (no validation ran?)")
     metric = state["cfg"]["checkpoint"]["best_checkpoint_metric"]
     scores[f] = float(best)
 values = list(scores.values())

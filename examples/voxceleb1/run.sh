@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# VoxCeleb1 speaker N-way k-shot, as in the paper's figures: manifests from the
+# identification split, then few-shot accuracy of frozen encoders on the test speakers'
+# clips (5- and 10-way, 1 and 5 shots by default), paired against the first encoder,
+# with the fbank-stats baseline.
+#
+# Usage:
+#   examples/voxceleb1/run.sh VOX1_DIR OUT_DIR ENCODER [ENCODER ...]
+#
+#   VOX1_DIR  the dataset as distributed (iden_split.txt, wav/<id>/<video>/<n>.wav);
+#             AUDIO_DIRS="dir1 dir2" when the dev and test archives are extracted apart
+#   OUT_DIR   OUT_DIR/data (manifests; missing clips listed), OUT_DIR/fewshot
+#   ENCODER   encoders to compare (e.g. the MAE you started from, then the tuned one);
+#             each is named after its file
+#
+# Environment (besides examples/common.sh's): FEWSHOT_ARGS (default "--ways 5 10
+# --shots 1 5 --queries 5 --episodes 600"), NUM_FRAMES (default 1024: 10 s crops).
+
+set -euo pipefail
+source "$(dirname "$0")/../common.sh"
+[ $# -ge 3 ] || { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2; exit 2; }
+SRC=$(need_dir "$1" VOX1_DIR)
+mkdir -p "$2" && OUT=$(cd "$2" && pwd)
+shift 2
+read -r -a FEWSHOT <<< "${FEWSHOT_ARGS:---ways 5 10 --shots 1 5 --queries 5 --episodes 600}"
+audio=()
+for d in ${AUDIO_DIRS:-}; do audio+=(--audio-dir "$d"); done
+
+"$PYTHON" -m uamix_fairseq.prepare voxceleb1 "$SRC" "$OUT/data" "${audio[@]}"
+encoders=()
+for e in "$@"; do
+    path=$(need_file "$e" ENCODER)
+    encoders+=(--encoder "$path" --name "$(basename "${path%.*}")")
+done
+"$PYTHON" -m uamix_fairseq.evaluation.fewshot --manifest "$OUT/data/test.tsv" \
+    "${encoders[@]}" --num-frames "${NUM_FRAMES:-1024}" --baseline fbank_stats \
+    --out "$OUT/fewshot" --no-progress "${FEWSHOT[@]}"
