@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import uamix_fairseq.features as features  # noqa: E402
-from uamix_fairseq.features import compute_fbank  # noqa: E402
+import uamix_fairseq.audio.features as features  # noqa: E402
+from uamix_fairseq.audio.features import compute_fbank  # noqa: E402
 
 SAMPLE_RATE = 16000
 

@@ -56,7 +56,7 @@ What it measures, on one synthetic batch of waveforms already on the device:
    the device, and on the CPU of the same machine (torch's threads there), and their
    ratio.
 5. ``--compile``: the top-6 step again with the encoder's blocks compiled in place
-   (``uamix_fairseq.compiling``), first step (compilation) timed apart.
+   (``uamix_fairseq.modules.compiling``), first step (compilation) timed apart.
 
 Targets (issue 13), reported as measured, never a failure: top-6/all-12 step <= 0.70,
 MFU >= 40% (bf16), GPU fbank >= 100x the CPU figure.
@@ -80,16 +80,16 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from uamix_fairseq.audiomae import AudioMAEEncoder, EncoderConfig  # noqa: E402
-from uamix_fairseq.compiling import (  # noqa: E402
+from uamix_fairseq.modules.audiomae import AudioMAEEncoder, EncoderConfig  # noqa: E402
+from uamix_fairseq.modules.compiling import (  # noqa: E402
     compile_encoder_blocks,
     compile_unsupported_reason,
 )
-from uamix_fairseq.features import compute_fbank  # noqa: E402
-from uamix_fairseq.frontend import FrontendConfig, batch_fbank, model_input  # noqa: E402
-from uamix_fairseq.mixing import mix_batch  # noqa: E402
-from uamix_fairseq.nnclr import NNCLRHead, SupportQueue, nnclr_loss, soft_target_loss  # noqa: E402
-from uamix_fairseq.views import ViewConfig, two_views  # noqa: E402
+from uamix_fairseq.audio.features import compute_fbank  # noqa: E402
+from uamix_fairseq.audio.frontend import FrontendConfig, batch_fbank, model_input  # noqa: E402
+from uamix_fairseq.modules.mixing import mix_batch  # noqa: E402
+from uamix_fairseq.modules.nnclr import NNCLRHead, SupportQueue, nnclr_loss, soft_target_loss  # noqa: E402
+from uamix_fairseq.modules.views import ViewConfig, two_views  # noqa: E402
 
 # The method's defaults (docs/method.md, "Reconstructed choices at a glance"), as in
 # bench_training.py.

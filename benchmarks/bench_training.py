@@ -53,16 +53,16 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from uamix_fairseq.demo_pipeline import cpu_model  # noqa: E402
-from uamix_fairseq.audiomae import (  # noqa: E402
+from uamix_fairseq.modules.audiomae import (  # noqa: E402
     AudioMAEEncoder,
     EncoderConfig,
     load_audiomae,
     write_random_audiomae,
 )
-from uamix_fairseq.frontend import FrontendConfig, batch_fbank, model_input  # noqa: E402
-from uamix_fairseq.mixing import mix_batch  # noqa: E402
-from uamix_fairseq.nnclr import NNCLRHead, SupportQueue, nnclr_loss, soft_target_loss  # noqa: E402
-from uamix_fairseq.views import ViewConfig, two_views  # noqa: E402
+from uamix_fairseq.audio.frontend import FrontendConfig, batch_fbank, model_input  # noqa: E402
+from uamix_fairseq.modules.mixing import mix_batch  # noqa: E402
+from uamix_fairseq.modules.nnclr import NNCLRHead, SupportQueue, nnclr_loss, soft_target_loss  # noqa: E402
+from uamix_fairseq.modules.views import ViewConfig, two_views  # noqa: E402
 
 # The method's defaults (docs/method.md, "Reconstructed choices at a glance") that both
 # the bare loop and fairseq use.
@@ -351,8 +351,8 @@ def time_unremix_weights(batch_sizes, out_dim: int = 256, rounds: int = 5):
     """The UnReMix weight computation of one step alone (12, 21 and mixture matrices,
     default fields), on random unit embeddings of a global batch of each size:
     median seconds on both clocks."""
-    from uamix_fairseq.nnclr import soft_target_matrix
-    from uamix_fairseq.unremix import UnReMixConfig, negative_weights
+    from uamix_fairseq.modules.nnclr import soft_target_matrix
+    from uamix_fairseq.modules.unremix import UnReMixConfig, negative_weights
 
     cfg = UnReMixConfig()
     out = {}

@@ -29,8 +29,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from uamix_fairseq.audiomae import AudioMAEEncoder, EncoderConfig  # noqa: E402
-from uamix_fairseq.features import compute_fbank  # noqa: E402
+from uamix_fairseq.modules.audiomae import AudioMAEEncoder, EncoderConfig  # noqa: E402
+from uamix_fairseq.audio.features import compute_fbank  # noqa: E402
 
 
 def _test_waveforms(batch: int, seconds: float, seed: int = 0) -> torch.Tensor:

@@ -8,7 +8,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
-from uamix_fairseq.audiomae import EncoderConfig  # noqa: E402
+from uamix_fairseq.modules.audiomae import EncoderConfig  # noqa: E402
 
 # Small enough for CPU tests, with every structural feature of ViT-B.
 TINY = dict(embed_dim=64, depth=4, num_heads=2, num_frames=32, num_mel_bins=128)

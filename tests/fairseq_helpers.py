@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from uamix_fairseq.audiomae import EncoderConfig, write_random_audiomae
+from uamix_fairseq.modules.audiomae import EncoderConfig, write_random_audiomae
 from uamix_fairseq.demo_data import make_demo_corpus
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

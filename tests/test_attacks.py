@@ -1,11 +1,11 @@
-"""Tests of uamix_fairseq.attacks: budgets, PGD projection and ascent, SNR noise."""
+"""Tests of uamix_fairseq.modules.attacks: budgets, PGD projection and ascent, SNR noise."""
 
 import math
 
 import pytest
 import torch
 
-from uamix_fairseq.attacks import add_noise_at_snr, db_to_normalized, pgd_linf
+from uamix_fairseq.modules.attacks import add_noise_at_snr, db_to_normalized, pgd_linf
 
 
 def test_db_budget_by_hand():

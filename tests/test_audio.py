@@ -1,4 +1,4 @@
-"""Tests of uamix_fairseq.audio: loading, validity checks and resampling."""
+"""Tests of uamix_fairseq.audio.decode: loading, validity checks and resampling."""
 
 import math
 
@@ -8,7 +8,7 @@ import soundfile as sf
 import torch
 from scipy.signal import resample_poly
 
-from uamix_fairseq.audio import (AudioError, _resampler, audio_length, load_audio,
+from uamix_fairseq.audio.decode import (AudioError, _resampler, audio_length, load_audio,
                                  resample_waveform, validate_waveform)
 
 

@@ -4,7 +4,7 @@ import pickle
 import pytest
 import torch
 
-from uamix_fairseq.audiomae import (
+from uamix_fairseq.modules.audiomae import (
     AudioMAEEncoder, CheckpointError, EncoderConfig, load_audiomae, resize_pos_embed,
     save_audiomae, write_random_audiomae,
 )

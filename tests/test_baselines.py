@@ -8,12 +8,12 @@ import pytest
 import soundfile as sf
 import torch
 
-from uamix_fairseq.audiomae import EncoderConfig, write_random_audiomae
+from uamix_fairseq.modules.audiomae import EncoderConfig, write_random_audiomae
 from uamix_fairseq.embed import EmbedConfig, baseline_manifest
 from uamix_fairseq.evaluation import fewshot, probe
 from uamix_fairseq.evaluation.baselines import fbank_stats
 from uamix_fairseq.evaluation.diagnostics import format_diagnostics, pc1_diagnostic
-from uamix_fairseq.features import NORM_STATS, compute_fbank, normalize_fbank
+from uamix_fairseq.audio.features import NORM_STATS, compute_fbank, normalize_fbank
 from uamix_fairseq.labels import write_labels
 from uamix_fairseq.manifest import write_manifest
 

@@ -102,7 +102,7 @@ def test_flop_formula_matches_torch_flop_counter(trainable):
 
 def test_frozen_prefix_has_no_backward_in_the_formula():
     import bench_gpu
-    from uamix_fairseq.audiomae import EncoderConfig
+    from uamix_fairseq.modules.audiomae import EncoderConfig
 
     cfg = EncoderConfig()  # ViT-B/16, 1024 x 128: 512 patches + cls
     f6, f12 = (bench_gpu.step_flops(cfg, 64, k, 0, 0, 256) for k in (6, 12))

@@ -1,4 +1,4 @@
-"""model.compile: the encoder's blocks compiled in place (uamix_fairseq.compiling).
+"""model.compile: the encoder's blocks compiled in place (uamix_fairseq.modules.compiling).
 
 On CPU torch.compile needs a C++ compiler; where none is found the compiling tests skip
 with the reason and the field must fail with a message naming it.
@@ -7,8 +7,8 @@ with the reason and the field must fail with a message naming it.
 import pytest
 import torch
 
-from uamix_fairseq import compiling
-from uamix_fairseq.audiomae import AudioMAEEncoder, EncoderConfig
+from uamix_fairseq.modules import compiling
+from uamix_fairseq.modules.audiomae import AudioMAEEncoder, EncoderConfig
 
 pytest.importorskip("fairseq")
 from uamix_fairseq.models.uamix_audiomae import (  # noqa: E402

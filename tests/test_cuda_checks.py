@@ -12,7 +12,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "benchmarks"))
 import cuda_checks  # noqa: E402
-from uamix_fairseq.audiomae import EncoderConfig  # noqa: E402
+from uamix_fairseq.modules.audiomae import EncoderConfig  # noqa: E402
 
 SMALL = EncoderConfig(embed_dim=192, depth=4, num_heads=3, num_frames=128)
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

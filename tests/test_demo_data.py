@@ -13,10 +13,10 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from uamix_fairseq import demo_data
-from uamix_fairseq.audio import load_audio
+from uamix_fairseq.audio.decode import load_audio
 from uamix_fairseq.demo_data import (CLASSES, HELDOUT_CLASSES, SEEN_CLASSES, SHORTEST_FRACTION, main,
                                      make_demo_corpus, synthesize_clip)
-from uamix_fairseq.features import compute_fbank
+from uamix_fairseq.audio.features import compute_fbank
 from uamix_fairseq.manifest import read_manifest
 
 # Small enough to stay quick: 8 seen classes x 4 clips, 5 held-out x 3, of 0.7-1 s.

@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from uamix_fairseq.audiomae import load_audiomae
+from uamix_fairseq.modules.audiomae import load_audiomae
 from uamix_fairseq.demo_pipeline import PipelineError, main, run_pipeline
 
 

@@ -108,7 +108,7 @@ def _pair_loss(a_local, b_local, a_all, b_all, first_row):
 
 
 def _gather_worker(rank):
-    from uamix_fairseq.distributed import gather_rows, rank_and_world
+    from uamix_fairseq.modules.distributed import gather_rows, rank_and_world
 
     a_full, b_full = _gather_data()
     a = split_rows(a_full, SIZES)[rank].clone().requires_grad_(True)
@@ -166,7 +166,7 @@ def test_gather_rows_two_ranks_uneven_sizes_and_gradients(rank_results):
 
 
 def test_gather_rows_single_process_is_identity():
-    from uamix_fairseq.distributed import gather_rows, rank_and_world
+    from uamix_fairseq.modules.distributed import gather_rows, rank_and_world
 
     x = torch.randn(3, 2, requires_grad=True)
     out, offset = gather_rows(x)
@@ -180,7 +180,7 @@ FRAMES = 32
 
 
 def _tiny_model():
-    from uamix_fairseq.audiomae import AudioMAEEncoder, EncoderConfig
+    from uamix_fairseq.modules.audiomae import AudioMAEEncoder, EncoderConfig
     from uamix_fairseq.models.uamix_audiomae import UamixAudioMAEConfig, UamixAudioMAEModel
 
     torch.manual_seed(0)

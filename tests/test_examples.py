@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 
 from fairseq_helpers import CPU_OVERRIDES, REPO
-from uamix_fairseq.audiomae import EncoderConfig, write_random_audiomae
+from uamix_fairseq.modules.audiomae import EncoderConfig, write_random_audiomae
 
 BIN = os.path.dirname(sys.executable)
 TINY = ["task.num_frames=32", "dataset.batch_size=4", "optimization.max_update=2",

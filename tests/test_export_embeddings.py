@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 
 from uamix_fairseq import demo_data
-from uamix_fairseq.audiomae import EncoderConfig, write_random_audiomae
+from uamix_fairseq.modules.audiomae import EncoderConfig, write_random_audiomae
 from uamix_fairseq.embed import EmbedConfig, embed_manifest, load_encoder
 from uamix_fairseq.export_embeddings import audio_extensions, export_embeddings, main
 from uamix_fairseq.manifest import read_manifest, write_manifest

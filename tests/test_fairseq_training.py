@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import uamix_fairseq  # noqa: F401  (registers the components)
-from uamix_fairseq.audiomae import load_audiomae
+from uamix_fairseq.modules.audiomae import load_audiomae
 
 from fairseq_helpers import make_tiny_setup, run_train, tiny_overrides
 

@@ -1,4 +1,4 @@
-"""Tests for uamix_fairseq.features.
+"""Tests for uamix_fairseq.audio.features.
 
 The reference is kaldi-native-fbank (knf), an independent C++ re-implementation of
 Kaldi's fbank (a test-only dependency). knf refuses 128 mel bins at 16 kHz (one
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from uamix_fairseq.features import (
+from uamix_fairseq.audio.features import (
     NORM_STATS,
     _cached_bank,
     compute_fbank,
@@ -274,7 +274,7 @@ def test_batched_equals_per_clip():
 
 @pytest.mark.parametrize("block_bytes", [512 * 4 * 7, 512 * 4 * 60, 1 << 40])
 def test_cpu_blocking_does_not_change_results(monkeypatch, block_bytes):
-    import uamix_fairseq.features as features
+    import uamix_fairseq.audio.features as features
 
     clips = torch.stack([speech_like(16000, 0.3), music_like(16000, 0.3), white_noise(16000, 0.3)])
     expected = compute_fbank(clips)

@@ -22,7 +22,7 @@ import torch
 from sklearn.metrics import average_precision_score
 
 import uamix_fairseq  # noqa: F401  (registers the components)
-from uamix_fairseq.audiomae import EncoderConfig, load_audiomae, write_random_audiomae
+from uamix_fairseq.modules.audiomae import EncoderConfig, load_audiomae, write_random_audiomae
 from uamix_fairseq.criterions import uamix_classification as crit_mod
 from uamix_fairseq.criterions.uamix_classification import (UamixClassificationConfig,
                                                            UamixClassificationCriterion,

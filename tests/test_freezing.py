@@ -1,6 +1,6 @@
 import pytest
 
-from uamix_fairseq.freezing import ScheduleError, parse_schedule, trainable_blocks_at
+from uamix_fairseq.modules.freezing import ScheduleError, parse_schedule, trainable_blocks_at
 
 
 def test_parse_and_lookup():
@@ -27,14 +27,14 @@ def test_bad_schedules_name_the_field(spec, message):
 
 
 def _encoder(depth=4):
-    from uamix_fairseq.audiomae import AudioMAEEncoder, EncoderConfig
+    from uamix_fairseq.modules.audiomae import AudioMAEEncoder, EncoderConfig
 
     return AudioMAEEncoder(EncoderConfig(embed_dim=32, depth=depth, num_heads=2,
                                          num_frames=32, num_mel_bins=32))
 
 
 def test_freeze_schedule_follows_updates_and_names_frozen_units():
-    from uamix_fairseq.freezing import FreezeSchedule
+    from uamix_fairseq.modules.freezing import FreezeSchedule
 
     enc = _encoder()
     f = FreezeSchedule.parse(enc, "[(0, 0), (10, 1), (20, 4)]", field="model.freeze_schedule")
@@ -57,7 +57,7 @@ def test_freeze_schedule_follows_updates_and_names_frozen_units():
 
 
 def test_everything_schedule_freezes_nothing():
-    from uamix_fairseq.freezing import FreezeSchedule
+    from uamix_fairseq.modules.freezing import FreezeSchedule
 
     enc = _encoder()
     f = FreezeSchedule.everything(enc)
@@ -73,7 +73,7 @@ def test_frozen_prefix_gets_no_gradient_and_the_rest_does():
     without gradient, trainable ones with one."""
     import torch
 
-    from uamix_fairseq.freezing import FreezeSchedule
+    from uamix_fairseq.modules.freezing import FreezeSchedule
 
     enc = _encoder()
     f = FreezeSchedule.parse(enc, "[(0, 2)]")
@@ -88,7 +88,7 @@ def test_step_with_freezing_keeps_frozen_groups_bit_identical():
     has filled their gradients with zeros, weight decay included; `skip` freezes all."""
     import torch
 
-    from uamix_fairseq.freezing import FreezeSchedule
+    from uamix_fairseq.modules.freezing import FreezeSchedule
     from uamix_fairseq.optim.uamix_adamw import step_with_freezing
 
     class Wrapper:  # the slice of fairseq's optimizer wrappers the step uses

@@ -5,10 +5,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from uamix_fairseq.audio import AudioError
+from uamix_fairseq.audio.decode import AudioError
 from uamix_fairseq.data.audio_dataset import AudioClipDataset
-from uamix_fairseq.features import compute_fbank, pad_or_crop
-from uamix_fairseq.frontend import FrontendConfig, batch_fbank, model_input
+from uamix_fairseq.audio.features import compute_fbank, pad_or_crop
+from uamix_fairseq.audio.frontend import FrontendConfig, batch_fbank, model_input
 from uamix_fairseq.manifest import write_manifest
 
 
@@ -97,7 +97,7 @@ def test_bad_clip_error_names_manifest_or_is_skipped(tmp_path):
 
 def _old_crop(ds, path, index, resample=False):
     """The dataset before partial reads: decode the whole file, then crop it."""
-    from uamix_fairseq.audio import load_audio
+    from uamix_fairseq.audio.decode import load_audio
     wav = load_audio(path, resample=resample)
     excess = wav.shape[0] - ds.max_samples
     if excess <= 0:

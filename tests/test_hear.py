@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from uamix_fairseq import hear
-from uamix_fairseq.audiomae import (AudioMAEEncoder, CheckpointError, EncoderConfig,
+from uamix_fairseq.modules.audiomae import (AudioMAEEncoder, CheckpointError, EncoderConfig,
                                     load_audiomae, save_audiomae, write_random_audiomae)
-from uamix_fairseq.features import NORM_STATS, compute_fbank, normalize_fbank, pad_or_crop
+from uamix_fairseq.audio.features import NORM_STATS, compute_fbank, normalize_fbank, pad_or_crop
 
 TINY = EncoderConfig(embed_dim=64, depth=2, num_heads=1, num_frames=32)
 T = TINY.num_frames

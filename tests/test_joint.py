@@ -13,10 +13,10 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 import uamix_fairseq  # noqa: F401  (registers the components)
-from uamix_fairseq.audiomae import AudioMAEEncoder, EncoderConfig, load_audiomae
+from uamix_fairseq.modules.audiomae import AudioMAEEncoder, EncoderConfig, load_audiomae
 from uamix_fairseq.criterions.uamix_mae_nnclr import UamixMAENNCLRConfig, UamixMAENNCLRCriterion
 from uamix_fairseq.criterions.uamix_nnclr import UamixNNCLRConfig, UamixNNCLRCriterion
-from uamix_fairseq.mae import encode_visible, masked_mse, patchify
+from uamix_fairseq.modules.mae import encode_visible, masked_mse, patchify
 from uamix_fairseq.models.uamix_audiomae import UamixAudioMAEConfig, UamixAudioMAEModel
 from uamix_fairseq.models.uamix_audiomae_joint import (UamixAudioMAEJointConfig,
                                                         UamixAudioMAEJointModel)

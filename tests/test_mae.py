@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import uamix_fairseq  # noqa: F401  (registers the components)
-from uamix_fairseq.audiomae import (AudioMAEEncoder, EncoderConfig, load_audiomae,
+from uamix_fairseq.modules.audiomae import (AudioMAEEncoder, EncoderConfig, load_audiomae,
                                     save_audiomae, write_random_audiomae)
-from uamix_fairseq.mae import (MAEDecoder, encode_visible, mask_tokens, masked_mse,
+from uamix_fairseq.modules.mae import (MAEDecoder, encode_visible, mask_tokens, masked_mse,
                                normalized_targets, patchify, random_masking, unpatchify,
                                visible_count, window_attention_mask)
 
@@ -309,9 +309,9 @@ def test_fairseq_pretraining_and_export(setup, start, tmp_path):
 def test_export_keeps_the_mae_decoder(tmp_path):
     """`python -m uamix_fairseq.export` on an MAE checkpoint writes the decoder too, in
     the official layout, and load_audiomae still reads the encoder alone."""
-    from uamix_fairseq.audiomae import AudioMAEEncoder, EncoderConfig, load_audiomae
+    from uamix_fairseq.modules.audiomae import AudioMAEEncoder, EncoderConfig, load_audiomae
     from uamix_fairseq.export import main as export_main
-    from uamix_fairseq.mae import MAEDecoder
+    from uamix_fairseq.modules.mae import MAEDecoder
 
     enc = AudioMAEEncoder(EncoderConfig(embed_dim=64, depth=2, num_heads=1, num_frames=32))
     dec = MAEDecoder(64, 32, depth=1, num_heads=1, patch_size=16, grid=(2, 8))

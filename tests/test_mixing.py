@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from uamix_fairseq.mixing import (
+from uamix_fairseq.modules.mixing import (
     mix_batch, mix_partner, mixup, sample_lambda, t_cutmix, tf_cutmix,
 )
 

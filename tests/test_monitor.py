@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from uamix_fairseq.monitor import (MonitorError, cosine_drift, knn_k_warning, loo_knn_accuracy,
+from uamix_fairseq.modules.monitor import (MonitorError, cosine_drift, knn_k_warning, loo_knn_accuracy,
                                    loo_ncm_accuracy, neighbour_purity, targets_from_labels)
 
 

@@ -7,10 +7,10 @@ import re
 import pytest
 import torch
 
-from uamix_fairseq.audiomae import load_audiomae
+from uamix_fairseq.modules.audiomae import load_audiomae
 from uamix_fairseq.embed import EmbedConfig, embed_manifest
 from uamix_fairseq.labels import read_labels
-from uamix_fairseq.monitor import loo_knn_accuracy, loo_ncm_accuracy, targets_from_labels
+from uamix_fairseq.modules.monitor import loo_knn_accuracy, loo_ncm_accuracy, targets_from_labels
 
 from fairseq_helpers import make_tiny_setup, run_train, tiny_overrides
 
@@ -109,7 +109,7 @@ def test_several_monitor_sets_each_logged_under_its_stem(tmp_path):
 
 
 def test_monitor_sets_need_distinct_names():
-    from uamix_fairseq.monitor import MonitorError
+    from uamix_fairseq.modules.monitor import MonitorError
     from uamix_fairseq.tasks.monitoring import monitor_sets
 
     assert monitor_sets("") == []

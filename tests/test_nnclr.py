@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from uamix_fairseq.nnclr import (
+from uamix_fairseq.modules.nnclr import (
     NNCLRHead, SupportQueue, contrastive_logits, nnclr_loss, soft_target_loss,
 )
 

@@ -45,7 +45,7 @@ def test_view_positive_trains_the_projector_from_both_sides():
 
 # ------------------------------------------------------------- EMA queue projector
 def _ema_model(momentum=0.9):
-    from uamix_fairseq.audiomae import AudioMAEEncoder, EncoderConfig
+    from uamix_fairseq.modules.audiomae import AudioMAEEncoder, EncoderConfig
     from uamix_fairseq.models.uamix_audiomae import UamixAudioMAEConfig, UamixAudioMAEModel
 
     torch.manual_seed(0)
@@ -56,7 +56,7 @@ def _ema_model(momentum=0.9):
 
 
 def test_ema_update_by_hand():
-    from uamix_fairseq.nnclr import ema_update
+    from uamix_fairseq.modules.nnclr import ema_update
 
     target, online = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
     before = target.weight.detach().clone()

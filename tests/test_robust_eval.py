@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from uamix_fairseq.audiomae import EncoderConfig, write_random_audiomae
+from uamix_fairseq.modules.audiomae import EncoderConfig, write_random_audiomae
 from uamix_fairseq.embed import (EmbedConfig, clip_dataset, embed_manifest,
                                  iter_clip_batches, load_encoder)
 from uamix_fairseq.evaluation import EvaluationError, fewshot, probe

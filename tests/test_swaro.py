@@ -15,8 +15,8 @@ from omegaconf import OmegaConf
 
 from fairseq_helpers import REPO, make_tiny_setup, tiny_overrides
 from test_distributed import WORLD, _run_launcher, run_ranks, split_rows
-from uamix_fairseq.attacks import db_to_normalized
-from uamix_fairseq.swaro import (
+from uamix_fairseq.modules.attacks import db_to_normalized
+from uamix_fairseq.modules.swaro import (
     PrototypeHead, Prototypes, balanced_codes, derangement, sinkhorn,
     swapped_prediction_loss, targeted_attack,
 )
@@ -138,7 +138,7 @@ def test_derangement_is_uniform_and_needs_two_items():
 
 # ----------------------------------------------------------------------------- model
 def tiny_model(freeze_schedule="[(0, 1)]", queue_size=0, num_prototypes=8):
-    from uamix_fairseq.audiomae import AudioMAEEncoder, EncoderConfig
+    from uamix_fairseq.modules.audiomae import AudioMAEEncoder, EncoderConfig
     from uamix_fairseq.models.uamix_audiomae_swaro import (
         UamixAudioMAESwARoConfig, UamixAudioMAESwARoModel,
     )

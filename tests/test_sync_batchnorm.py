@@ -16,8 +16,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from uamix_fairseq.nnclr import FloatBatchNorm1d, NNCLRHead
-from uamix_fairseq.sync_batchnorm import GlobalBatchNorm1d, convert_sync_batchnorm
+from uamix_fairseq.modules.nnclr import FloatBatchNorm1d, NNCLRHead
+from uamix_fairseq.modules.sync_batchnorm import GlobalBatchNorm1d, convert_sync_batchnorm
 
 WORLD = 2
 ROWS = (5, 3)  # rank 0 has 5 rows, rank 1 has 3
@@ -149,7 +149,7 @@ def test_convert_keeps_the_state_dict():
 
 # ---------------------------------------------------------------- the fairseq model
 def _model(sync: bool):
-    from uamix_fairseq.audiomae import AudioMAEEncoder, EncoderConfig
+    from uamix_fairseq.modules.audiomae import AudioMAEEncoder, EncoderConfig
     from uamix_fairseq.models.uamix_audiomae import UamixAudioMAEConfig, UamixAudioMAEModel
 
     torch.manual_seed(0)

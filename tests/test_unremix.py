@@ -1,4 +1,4 @@
-"""UnReMix negative weighting: the weights (``uamix_fairseq.unremix``) against hand-computed
+"""UnReMix negative weighting: the weights (``uamix_fairseq.modules.unremix``) against hand-computed
 values and a loop-by-loop reference, the weighted NNCLR / soft-target losses against
 their formula (equal weights = the plain loss exactly), the ``uamix_nnclr`` criterion
 with ``unremix`` on one process and on two gloo ranks, and the config variants through
@@ -12,8 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from uamix_fairseq.nnclr import contrastive_logits, nnclr_loss, soft_target_loss
-from uamix_fairseq.unremix import NORMS, UnReMixConfig, negative_weights, normalise_rows
+from uamix_fairseq.modules.nnclr import contrastive_logits, nnclr_loss, soft_target_loss
+from uamix_fairseq.modules.unremix import NORMS, UnReMixConfig, negative_weights, normalise_rows
 
 from fairseq_helpers import REPO, make_tiny_setup, run_train, tiny_overrides
 from test_distributed import (  # the two-rank harness and its tiny model and batch
@@ -69,7 +69,7 @@ def test_weights_hand_computed_tiny_batch():
     z = e + 2 + 1 / e
     u0 = math.sqrt((1 - e / z) ** 2 + (2 + e ** -2) / z ** 2)
     u3 = math.sqrt((e / z) ** 2 + (1 / z) ** 2 + (1 / (e * z)) ** 2 + (1 - 1 / z) ** 2)
-    from uamix_fairseq.unremix import uncertainty
+    from uamix_fairseq.modules.unremix import uncertainty
     torch.testing.assert_close(uncertainty(a @ c.t(), torch.eye(4)),
                                torch.tensor([u0, u0, u0, u3]))
 

@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from uamix_fairseq.views import ViewConfig, augment, random_gain, spec_augment, time_roll, two_views
+from uamix_fairseq.modules.views import ViewConfig, augment, random_gain, spec_augment, time_roll, two_views
 
 
 def _batch():
@@ -70,8 +70,8 @@ def test_views_differ_and_are_reproducible():
 
 
 # ------------------------------------------------------------------ views of issue 10
-from uamix_fairseq.frontend import repeat_fill  # noqa: E402
-from uamix_fairseq.views import (derangement, log_mixup_exp, random_resized_crop,  # noqa: E402
+from uamix_fairseq.audio.frontend import repeat_fill  # noqa: E402
+from uamix_fairseq.modules.views import (derangement, log_mixup_exp, random_resized_crop,  # noqa: E402
                                  segment_crop)
 
 

@@ -16,17 +16,17 @@ Importing the package also registers the fairseq components (task
 import importlib
 import importlib.util
 
-from .audiomae import AudioMAEEncoder, CheckpointError, load_audiomae, save_audiomae
-from .features import compute_fbank, normalize_fbank, pad_or_crop
-from .mixing import mixup, t_cutmix, tf_cutmix
-from .nnclr import NNCLRHead, SupportQueue, nnclr_loss, soft_target_loss
+from .audio.features import compute_fbank, normalize_fbank, pad_or_crop
+from .modules.audiomae import AudioMAEEncoder, CheckpointError, load_audiomae, save_audiomae
+from .modules.mixing import mixup, t_cutmix, tf_cutmix
+from .modules.nnclr import NNCLRHead, SupportQueue, nnclr_loss, soft_target_loss
 
 __version__ = "0.1.0"
 
 # These need numpy and soundfile: imported on first use, so that the encoder, head,
 # views, mixing and fbank work where only torch is installed (benchmarks/bench_gpu.py
 # on a bare GPU machine).
-_LAZY = {"AudioError": "audio", "load_audio": "audio",
+_LAZY = {"AudioError": "audio.decode", "load_audio": "audio.decode",
          "ManifestError": "manifest", "read_manifest": "manifest"}
 
 

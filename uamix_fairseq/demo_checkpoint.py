@@ -12,7 +12,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from .audiomae import EncoderConfig, count_parameters, write_random_audiomae
+from .modules.audiomae import EncoderConfig, count_parameters, write_random_audiomae
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

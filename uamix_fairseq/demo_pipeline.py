@@ -42,7 +42,7 @@ import threading
 import time
 from typing import Dict, List, Optional, Sequence
 
-from .audiomae import EncoderConfig, write_random_audiomae
+from .modules.audiomae import EncoderConfig, write_random_audiomae
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(REPO, "configs")

@@ -24,9 +24,9 @@ from typing import Iterator, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from .audiomae import AudioMAEEncoder, load_audiomae
-from .features import NORM_STATS
-from .frontend import FrontendConfig, batch_fbank, model_input
+from .modules.audiomae import AudioMAEEncoder, load_audiomae
+from .audio.features import NORM_STATS
+from .audio.frontend import FrontendConfig, batch_fbank, model_input
 
 logger = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ def embed_manifest(encoder: AudioMAEEncoder, manifest_path, cfg: EmbedConfig,
 def real_frames(lengths, frontend: FrontendConfig) -> torch.Tensor:
     """Real (not padded) frames [B] of clips of ``lengths`` samples in a crop of
     ``frontend.num_frames`` frames (as ``frontend.batch_fbank`` counts them)."""
-    from .features import num_frames as frames_for_samples
+    from .audio.features import num_frames as frames_for_samples
 
     return torch.tensor([frames_for_samples(int(n), frontend.sample_rate)
                          for n in torch.as_tensor(lengths).tolist()]

@@ -9,7 +9,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from .audiomae import CheckpointError, _read_file, load_audiomae, save_audiomae
+from .modules.audiomae import CheckpointError, _read_file, load_audiomae, save_audiomae
 
 
 def decoder_entries(path) -> dict:

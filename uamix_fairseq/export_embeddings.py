@@ -35,9 +35,9 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from .audiomae import AudioMAEEncoder, load_audiomae
+from .modules.audiomae import AudioMAEEncoder, load_audiomae
 from .embed import EmbedConfig, cached_embeddings, check_readout, embed_manifest
-from .features import NORM_STATS
+from .audio.features import NORM_STATS
 from .labels import label_path_for, read_labels
 from .manifest import ManifestError, make_manifests, read_manifest, write_manifest
 
@@ -178,7 +178,7 @@ def _screen_folder_clips(manifest_path, out_manifest, audio_dir, cfg: EmbedConfi
     (silent, too short, NaN, truncated); write the good ones to ``out_manifest``.
     Returns the warnings naming the skipped files. Unreadable files were already
     skipped by ``make_manifests``: one rule for every bad file of a folder."""
-    from .audio import AudioError, load_audio
+    from .audio.decode import AudioError, load_audio
 
     clips = read_manifest(manifest_path)
     good, bad = [], []

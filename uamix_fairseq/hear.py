@@ -48,8 +48,8 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from .audiomae import AudioMAEEncoder, load_audiomae
-from .features import NORM_STATS, compute_fbank, normalize_fbank, num_frames as frames_for
+from .modules.audiomae import AudioMAEEncoder, load_audiomae
+from .audio.features import NORM_STATS, compute_fbank, normalize_fbank, num_frames as frames_for
 
 __all__ = [
     "HEARModel",

@@ -26,7 +26,7 @@ Steps (README.md beside this file has the details and the measured counts):
    out of the pool entirely.
 4. A JSON summary is printed and written to ``OUT_DIR/summary.json``.
 
-Only numpy, soundfile and torch (through ``uamix_fairseq.audio``) are needed; fairseq
+Only numpy, soundfile and torch (through ``uamix_fairseq.audio.decode``) are needed; fairseq
 is not imported.
 """
 
@@ -54,7 +54,7 @@ _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 if _REPO not in sys.path:
     sys.path.insert(0, _REPO)
 
-from uamix_fairseq.audio import resample_waveform  # noqa: E402
+from uamix_fairseq.audio.decode import resample_waveform  # noqa: E402
 from uamix_fairseq.labels import write_labels  # noqa: E402
 from uamix_fairseq.manifest import write_manifest  # noqa: E402
 

@@ -19,9 +19,9 @@ from fairseq.criterions import FairseqCriterion
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from omegaconf import II
 
-from ..distributed import gather_rows, rank_and_world
-from ..mixing import MIX_MODES, PARTNER_MODES, mix_batch
-from ..seeding import step_generator
+from ..modules.distributed import gather_rows, rank_and_world
+from ..modules.mixing import MIX_MODES, PARTNER_MODES, mix_batch
+from ..modules.seeding import step_generator
 from .logging_sums import logged_total
 
 BITS = 1 / math.log(2)  # losses are logged in bits, as fairseq's own criteria do

@@ -28,8 +28,8 @@ from fairseq import metrics
 from fairseq.criterions import register_criterion
 from fairseq.dataclass import FairseqDataclass
 
-from ..distributed import is_distributed, rank_and_world
-from ..average_precision import mean_average_precision
+from ..modules.distributed import is_distributed, rank_and_world
+from ..modules.average_precision import mean_average_precision
 from .base import BITS, UamixCriterion
 
 

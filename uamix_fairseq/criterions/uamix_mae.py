@@ -1,5 +1,5 @@
 """fairseq criterion `uamix_mae`: AudioMAE's masked-patch reconstruction loss
-(``uamix_fairseq.mae.masked_mse``), logged as ``loss`` (mean squared error per masked
+(``uamix_fairseq.modules.mae.masked_mse``), logged as ``loss`` (mean squared error per masked
 patch, averaged over clips)."""
 
 from dataclasses import dataclass, field
@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from fairseq.criterions import register_criterion
 from fairseq.dataclass import FairseqDataclass
 
-from ..mae import masked_mse
+from ..modules.mae import masked_mse
 from .base import UamixCriterion
 
 

@@ -4,7 +4,7 @@ L = L_clean + mix_weight * L_mix + mae_weight * L_mae, with the model
 
 - L_clean + mix_weight * L_mix: exactly `uamix_nnclr`'s (``contrastive_loss``: gathers,
   nearest neighbours, support queue).
-- L_mae: AudioMAE's masked-patch reconstruction (``uamix_fairseq.mae.masked_mse``) of
+- L_mae: AudioMAE's masked-patch reconstruction (``uamix_fairseq.modules.mae.masked_mse``) of
   view 1 [R]: the view the queue is built from, at no extra feature cost; the masks come
   from the criterion's seeded generator (after the mixing draws, before the
   neighbour draws), so a run is reproducible and resumable.
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from fairseq.criterions import register_criterion
 
-from ..mae import masked_mse
+from ..modules.mae import masked_mse
 from .uamix_mae import UamixMAECriterionConfig
 from .uamix_nnclr import UamixNNCLRConfig, UamixNNCLRCriterion
 

@@ -6,11 +6,11 @@
   nearest neighbours of view 2 of both of its sources, with soft targets lambda and
   1 - lambda (the "virtual labels").
 - Optionally (``unremix``), every negative of every row of the three logit matrices is
-  weighted in the softmax denominator by UnReMix (``uamix_fairseq.unremix``), the
+  weighted in the softmax denominator by UnReMix (``uamix_fairseq.modules.unremix``), the
   weights computed from the gathered global batch so that all ranks agree.
 
-The loss functions live in ``uamix_fairseq.nnclr``, the mixing in
-``uamix_fairseq.mixing``; this class gathers across ranks, updates the queue and logs.
+The loss functions live in ``uamix_fairseq.modules.nnclr``, the mixing in
+``uamix_fairseq.modules.mixing``; this class gathers across ranks, updates the queue and logs.
 """
 
 from dataclasses import dataclass, field
@@ -21,9 +21,9 @@ from fairseq import metrics
 from fairseq.criterions import register_criterion
 from fairseq.dataclass import ChoiceEnum
 
-from ..monitor import neighbour_purity
-from ..nnclr import nnclr_loss, soft_target_loss, soft_target_matrix
-from ..unremix import NORMS, UnReMixConfig, negative_weights
+from ..modules.monitor import neighbour_purity
+from ..modules.nnclr import nnclr_loss, soft_target_loss, soft_target_matrix
+from ..modules.unremix import NORMS, UnReMixConfig, negative_weights
 from .base import BITS, GlobalBatch, MixingConfig, MixingCriterion
 from .logging_sums import logged_total
 

@@ -16,8 +16,8 @@
   encoder block (frozen ones included) but asks only for the input's gradient, so no
   parameter is trained by it.
 
-Plain pieces: ``uamix_fairseq.swaro`` (Sinkhorn, loss, derangement, attack),
-``uamix_fairseq.attacks`` (PGD, dB budget), ``uamix_fairseq.mixing``; the mixing and its
+Plain pieces: ``uamix_fairseq.modules.swaro`` (Sinkhorn, loss, derangement, attack),
+``uamix_fairseq.modules.attacks`` (PGD, dB budget), ``uamix_fairseq.modules.mixing``; the mixing and its
 random stream are uamix_nnclr's.
 """
 
@@ -27,10 +27,10 @@ import torch
 from fairseq.criterions import register_criterion
 from omegaconf import II
 
-from ..attacks import db_to_normalized
+from ..modules.attacks import db_to_normalized
 from ..models.wrappers import find_uamix_model
-from ..seeding import SHARED, step_generator
-from ..swaro import balanced_codes, derangement, swapped_prediction_loss, targeted_attack
+from ..modules.seeding import SHARED, step_generator
+from ..modules.swaro import balanced_codes, derangement, swapped_prediction_loss, targeted_attack
 from .base import BITS, GlobalBatch, MixingConfig, MixingCriterion
 
 

@@ -2,7 +2,7 @@
 
 One data path for every task: manifest -> waveform (decoded, mono, checked) -> crop ->
 batch of waveforms with their lengths. Features and views are computed later, on the
-batch and on the training device (see ``uamix_fairseq.features.batch_fbank``).
+batch and on the training device (see ``uamix_fairseq.audio.features.batch_fbank``).
 """
 
 import logging
@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from fairseq.data import FairseqDataset
 
-from ..audio import AudioError, audio_length, load_audio
+from ..audio.decode import AudioError, audio_length, load_audio
 from ..manifest import read_manifest
 
 logger = logging.getLogger(__name__)

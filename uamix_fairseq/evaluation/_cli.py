@@ -236,7 +236,7 @@ def encoder_configs(args, paths: Sequence[str]) -> list:
     once, so a wrong file or readout stops the run before any embedding."""
     import dataclasses
 
-    from ..audiomae import load_audiomae
+    from ..modules.audiomae import load_audiomae
 
     specs = readout_specs(args, paths)
     base = embed_config(args)
@@ -376,8 +376,8 @@ def print_warnings(caught) -> None:
 
 
 def user_errors():
-    from ..audio import AudioError
-    from ..audiomae import CheckpointError
+    from ..audio.decode import AudioError
+    from ..modules.audiomae import CheckpointError
     from ..labels import LabelError
     from ..manifest import ManifestError
 

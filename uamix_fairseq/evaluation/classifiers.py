@@ -46,7 +46,7 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ..average_precision import average_precision, mean_average_precision  # noqa: F401
+from ..modules.average_precision import average_precision, mean_average_precision  # noqa: F401
 
 __all__ = [
     "CLASSIFIERS",

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..attacks import add_noise_at_snr, db_to_normalized, pgd_linf
+from ..modules.attacks import add_noise_at_snr, db_to_normalized, pgd_linf
 from . import EvaluationError
 
 __all__ = ["AttackConfig", "ClassMeanLoss", "LogRegLoss", "attacked_embeddings",
@@ -222,7 +222,7 @@ def perturbed_inputs(clips: np.ndarray, waveform: torch.Tensor, lengths: torch.T
     is the crafting encoder's readout (default: ``pooling`` of its ``embed``).
     """
     from ..embed import pooled, real_frames
-    from ..frontend import batch_fbank, model_input
+    from ..audio.frontend import batch_fbank, model_input
 
     wav = waveform
     if attack.snr_db is not None:

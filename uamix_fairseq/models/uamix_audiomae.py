@@ -1,8 +1,8 @@
 """fairseq model `uamix_audiomae`: AudioMAE encoder + NNCLR head + support queue, with the
 progressive freezing schedule and layer-wise learning-rate decay.
 
-Thin glue: the encoder lives in ``uamix_fairseq.audiomae``, the head and queue in
-``uamix_fairseq.nnclr``, the schedule in ``uamix_fairseq.freezing``.
+Thin glue: the encoder lives in ``uamix_fairseq.modules.audiomae``, the head and queue in
+``uamix_fairseq.modules.nnclr``, the schedule in ``uamix_fairseq.modules.freezing``.
 """
 
 import copy
@@ -14,12 +14,12 @@ from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.models import BaseFairseqModel, register_model
 from omegaconf import II
 
-from ..audiomae import AudioMAEEncoder, encoder_for_model
-from ..compiling import compile_encoder_blocks, compile_unsupported_reason
-from ..freezing import FreezeSchedule
-from ..nnclr import NNCLRHead, SupportQueue, ema_update
+from ..modules.audiomae import AudioMAEEncoder, encoder_for_model
+from ..modules.compiling import compile_encoder_blocks, compile_unsupported_reason
+from ..modules.freezing import FreezeSchedule
+from ..modules.nnclr import NNCLRHead, SupportQueue, ema_update
 from ..optim.uamix_adamw import tag_encoder_parameters, tag_parameter
-from ..sync_batchnorm import convert_sync_batchnorm
+from ..modules.sync_batchnorm import convert_sync_batchnorm
 
 logger = logging.getLogger(__name__)
 

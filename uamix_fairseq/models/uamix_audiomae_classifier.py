@@ -23,8 +23,8 @@ from fairseq.models import BaseFairseqModel, register_model
 from omegaconf import II
 from torch import nn
 
-from ..audiomae import AudioMAEEncoder, encoder_for_model
-from ..freezing import FreezeSchedule
+from ..modules.audiomae import AudioMAEEncoder, encoder_for_model
+from ..modules.freezing import FreezeSchedule
 from ..optim.uamix_adamw import tag_encoder_parameters, tag_parameter
 
 logger = logging.getLogger(__name__)

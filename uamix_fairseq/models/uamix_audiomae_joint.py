@@ -6,7 +6,7 @@ decoder added under ``decoder.`` (official key names), and nothing frozen: all b
 the final norm, the patch embedding and the cls token train from the first update.
 Compare with uaMix's tuning, which trains only the top blocks and needs no decoder.
 
-Thin glue: masking and decoder are ``uamix_fairseq.mae``; the decoder's optimizer tags
+Thin glue: masking and decoder are ``uamix_fairseq.modules.mae``; the decoder's optimizer tags
 and loading from a file are shared with `uamix_audiomae_mae`.
 """
 
@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 from fairseq.models import register_model
 
-from ..audiomae import AudioMAEEncoder
-from ..freezing import FreezeSchedule, parse_schedule
-from ..mae import MAEDecoder, encode_visible, num_visible, patchify
+from ..modules.audiomae import AudioMAEEncoder
+from ..modules.freezing import FreezeSchedule, parse_schedule
+from ..modules.mae import MAEDecoder, encode_visible, num_visible, patchify
 from ..optim.uamix_adamw import tag_encoder_parameters
 from .uamix_audiomae import UamixAudioMAEConfig, UamixAudioMAEModel
 from .uamix_audiomae_mae import load_decoder_entries, tag_decoder_parameters

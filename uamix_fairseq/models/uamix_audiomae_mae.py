@@ -1,8 +1,8 @@
 """fairseq model `uamix_audiomae_mae`: AudioMAE encoder + MAE decoder for masked-patch
 reconstruction (continued pretraining from an official file, or from scratch).
 
-Thin glue: the encoder is ``uamix_fairseq.audiomae``, masking, decoder and loss are
-``uamix_fairseq.mae``. The encoder lives under ``encoder.`` (so ``load_audiomae`` reads
+Thin glue: the encoder is ``uamix_fairseq.modules.audiomae``, masking, decoder and loss are
+``uamix_fairseq.modules.mae``. The encoder lives under ``encoder.`` (so ``load_audiomae`` reads
 it straight out of a checkpoint), the decoder under ``decoder.`` with official key names.
 """
 
@@ -13,9 +13,9 @@ from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.models import BaseFairseqModel, register_model
 from omegaconf import II
 
-from ..audiomae import AudioMAEEncoder, _read_file, encoder_for_model, vit_config
-from ..freezing import FreezeSchedule
-from ..mae import MASK_MODES, MAEDecoder, encode_visible, patchify, visible_count
+from ..modules.audiomae import AudioMAEEncoder, _read_file, encoder_for_model, vit_config
+from ..modules.freezing import FreezeSchedule
+from ..modules.mae import MASK_MODES, MAEDecoder, encode_visible, patchify, visible_count
 from ..optim.uamix_adamw import tag_encoder_parameters, tag_parameter
 
 logger = logging.getLogger(__name__)

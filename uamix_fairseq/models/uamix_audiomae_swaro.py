@@ -3,8 +3,8 @@ freezing schedule, layer-wise lr decay, optimizer tags) with a SwAV/SwARo protot
 head instead of the NNCLR head, and SwAV's optional feature queue instead of the NNCLR
 support queue.
 
-Thin glue: the head is ``uamix_fairseq.swaro.PrototypeHead`` (NNCLR's projector, then
-K normalised prototypes; no predictor), the queue ``uamix_fairseq.nnclr.SupportQueue``.
+Thin glue: the head is ``uamix_fairseq.modules.swaro.PrototypeHead`` (NNCLR's projector, then
+K normalised prototypes; no predictor), the queue ``uamix_fairseq.modules.nnclr.SupportQueue``.
 """
 
 from dataclasses import dataclass, field
@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import torch
 from fairseq.models import register_model
 
-from ..nnclr import SupportQueue
-from ..swaro import PrototypeHead
+from ..modules.nnclr import SupportQueue
+from ..modules.swaro import PrototypeHead
 from .uamix_audiomae import UamixAudioMAEConfig, UamixAudioMAEModel
 
 

@@ -16,12 +16,12 @@ from fairseq.tasks import FairseqTask
 from omegaconf import II, MISSING
 
 from ..data.audio_dataset import AudioClipDataset
-from ..distributed import rank_and_world
-from ..frontend import FrontendConfig
+from ..modules.distributed import rank_and_world
+from ..audio.frontend import FrontendConfig
 from ..manifest import MIN_VALID_CLIPS
 from ..models.wrappers import find_uamix_model
 from ..optim.uamix_adamw import step_with_freezing
-from ..seeding import step_generator
+from ..modules.seeding import step_generator
 from .encoder_state import EncoderStateMixin
 from .monitoring import MonitorMixin
 

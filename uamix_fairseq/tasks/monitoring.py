@@ -1,5 +1,5 @@
 """The labelled monitor sets of every uamix task (``task.monitor_manifest``): fairseq glue
-around ``uamix_fairseq.monitor``.
+around ``uamix_fairseq.modules.monitor``.
 
 At every validation (``trainer.begin_valid_epoch``) the task embeds the monitor clips
 with the current encoder and keeps the scores; the first validation batch carries them
@@ -22,9 +22,9 @@ from typing import List, Tuple
 import torch
 from fairseq.logging import metrics
 
-from ..frontend import batch_fbank, model_input
+from ..audio.frontend import batch_fbank, model_input
 from ..models.wrappers import find_uamix_model
-from ..monitor import (MonitorError, embed_batches, knn_k_warning, monitor_scores,
+from ..modules.monitor import (MonitorError, embed_batches, knn_k_warning, monitor_scores,
                        targets_from_labels)
 
 logger = logging.getLogger(__name__)

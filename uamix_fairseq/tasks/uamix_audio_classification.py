@@ -4,7 +4,7 @@ encoder on labelled clips (``<data>/<split>.tsv`` + ``<data>/<split>.label``).
 The class list is the sorted set of classes of the training split; it is saved in the
 task state, so a checkpoint knows its classes and ``fairseq-validate`` can evaluate it
 on any split whose classes are among them. Features are computed per batch on the
-training device, exactly as for contrastive tuning (``uamix_fairseq.frontend``); during
+training device, exactly as for contrastive tuning (``uamix_fairseq.audio.frontend``); during
 training the task first mixes waveforms (mixup, with mixed soft targets), then masks
 the raw fbank (SpecAugment with AudioMAE's absolute widths), then normalises.
 """
@@ -18,10 +18,10 @@ from fairseq.tasks import register_task
 from omegaconf import II
 
 from ..data.labelled_dataset import LabelledClipDataset
-from ..frontend import batch_fbank, model_input
+from ..audio.frontend import batch_fbank, model_input
 from ..labels import class_index, label_path_for, read_labels
-from ..mixing import mix_partner, sample_lambda
-from ..views import spec_augment_widths
+from ..modules.mixing import mix_partner, sample_lambda
+from ..modules.views import spec_augment_widths
 from .base import (AudioDataConfig, UamixAudioTask, check_audio_data_config,
                    check_eval_split_size, split_manifest)
 

@@ -2,7 +2,7 @@
 unlabelled audio listed in fairseq manifests (`<data>/<split>.tsv`).
 
 Per training step the task turns the batch of waveforms into two normalised fbank views
-on the training device (``uamix_fairseq.frontend`` and ``uamix_fairseq.views``), tells
+on the training device (``uamix_fairseq.audio.frontend`` and ``uamix_fairseq.modules.views``), tells
 the model and criterion the update number, and before the optimizer step marks the
 frozen parameter groups, so that frozen blocks stay bit-identical.
 """
@@ -18,9 +18,9 @@ from fairseq.tasks import register_task
 from omegaconf import MISSING, OmegaConf, open_dict
 
 from ..criterions.logging_sums import logged_total
-from ..frontend import batch_fbank, model_input
+from ..audio.frontend import batch_fbank, model_input
 from ..manifest import read_manifest
-from ..views import ViewConfig, two_views
+from ..modules.views import ViewConfig, two_views
 from ..models.wrappers import find_uamix_model
 from .base import AudioDataConfig, UamixAudioTask, unlabelled_dataset
 from .batching import (MIN_CLIPS, DroppedBatchTracker, check_batch_size, check_clip_count,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from fairseq.tasks import register_task
 
-from ..frontend import batch_fbank, model_input
+from ..audio.frontend import batch_fbank, model_input
 from .base import AudioDataConfig, UamixAudioTask, unlabelled_dataset
 
 logger = logging.getLogger(__name__)

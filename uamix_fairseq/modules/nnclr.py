@@ -230,7 +230,7 @@ def nnclr_loss(neighbours: torch.Tensor, predictions: torch.Tensor, targets: tor
     neighbours [n, d] (local rows), predictions [m, d] (global batch), targets [n]
     (global column of each row's positive). ``column_mask`` [m] bool marks columns that
     may serve as negatives (False for dummy rows). ``negative_weights`` [n, m] (e.g.
-    UnReMix, ``uamix_fairseq.unremix``): each negative's exp(logit) in the denominator
+    UnReMix, ``uamix_fairseq.modules.unremix``): each negative's exp(logit) in the denominator
     is scaled by its weight; the positive column is never weighted. Returns (loss,
     logits), the logits unweighted.
     """

@@ -48,7 +48,7 @@ class Prototypes(nn.Module):
 class PrototypeHead(nn.Module):
     """Projector g: y [B, D] -> z [B, out], normalised, then prototype scores [B, K].
 
-    The projector is NNCLR's (uamix_fairseq.nnclr.mlp, same sizes and parameter names
+    The projector is NNCLR's (uamix_fairseq.modules.nnclr.mlp, same sizes and parameter names
     ``projector.*``), so a checkpoint tuned with NNCLR can start a SwARo run; SwAV has no
     predictor, so there is none here.
     """
