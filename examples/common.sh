@@ -12,6 +12,11 @@ PYTHON=${PYTHON:-python3}
 read -r -a TRAIN_CMD <<< "${UAMIX_TRAIN_CMD:-fairseq-hydra-train}"
 read -r -a EXTRA_OVERRIDES <<< "${TRAIN_OVERRIDES:-}"
 
+usage() {  # the script's opening comment block, then exit 2
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2
+    exit 2
+}
+
 fail() {
     echo "$(basename "$0"): $*" >&2
     exit 2
@@ -25,6 +30,10 @@ need_dir() {  # need_dir PATH WHAT: the absolute path of an existing folder
 need_file() {  # need_file PATH WHAT: the absolute path of an existing file
     [ -f "$1" ] || fail "$2 '$1' does not exist"
     echo "$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"
+}
+
+out_dir() {  # out_dir PATH: create it, print its absolute path
+    mkdir -p "$1" && (cd "$1" && pwd)
 }
 
 train() {  # train CONFIG RUN_DIR key=value...: one fairseq-hydra-train run, log in RUN_DIR

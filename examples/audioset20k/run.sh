@@ -24,10 +24,10 @@
 
 set -euo pipefail
 source "$(dirname "$0")/../common.sh"
-[ $# -eq 3 ] || { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2; exit 2; }
+[ $# -eq 3 ] || usage
 SRC=$(need_dir "$1" AUDIOSET_DIR)
 ENCODER=$(need_file "$2" ENCODER)
-mkdir -p "$3" && OUT=$(cd "$3" && pwd)
+OUT=$(out_dir "$3")
 read -r -a PROBE <<< "${PROBE_ARGS:-}"
 read -r -a TUNE <<< "${TUNE_OVERRIDES:-}"
 

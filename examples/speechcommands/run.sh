@@ -18,10 +18,10 @@
 
 set -euo pipefail
 source "$(dirname "$0")/../common.sh"
-[ $# -eq 3 ] || { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2; exit 2; }
+[ $# -eq 3 ] || usage
 SRC=$(need_dir "$1" SPC_DIR)
 ENCODER=$(need_file "$2" ENCODER)
-mkdir -p "$3" && OUT=$(cd "$3" && pwd)
+OUT=$(out_dir "$3")
 read -r -a FEWSHOT <<< "${FEWSHOT_ARGS:---ways 5 --shots 1 5 --queries 15 --episodes 600}"
 
 "$PYTHON" -m uamix_fairseq.prepare speechcommands "$SRC" "$OUT/data"

@@ -18,9 +18,9 @@
 
 set -euo pipefail
 source "$(dirname "$0")/../common.sh"
-[ $# -ge 3 ] || { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2; exit 2; }
+[ $# -ge 3 ] || usage
 SRC=$(need_dir "$1" VOX1_DIR)
-mkdir -p "$2" && OUT=$(cd "$2" && pwd)
+OUT=$(out_dir "$2")
 shift 2
 read -r -a FEWSHOT <<< "${FEWSHOT_ARGS:---ways 5 10 --shots 1 5 --queries 5 --episodes 600}"
 audio=()
