@@ -34,9 +34,10 @@ logger = logging.getLogger(__name__)
 
 # The rate the AudioMAE features are computed at; other rates get a warning.
 EXPECTED_SAMPLE_RATE = 16000
-# The smallest valid split the tool writes (and the tasks accept): a single clip has no
-# negatives and gives loss 0 / accuracy 100.
-MIN_VALID_CLIPS = 2
+# The fewest clips a valid split (written here, accepted by the tasks) or a training
+# batch may hold: a single clip has no negatives (loss 0 / accuracy 100) and the head's
+# BatchNorm cannot normalise it.
+MIN_CLIPS = 2
 # How many skipped files are named in the log and the summary.
 MAX_REPORTED_SKIPS = 10
 
@@ -228,12 +229,12 @@ def _probe(full_path: str) -> Tuple[Optional[Tuple[int, int]], str]:
 
 def valid_count(num_files: int, valid_percent: float) -> int:
     """How many clips the valid split gets: ``round(valid_percent * num_files)``, but at
-    least ``MIN_VALID_CLIPS`` (one clip scores loss 0 / accuracy 100) and never so many
-    that train keeps fewer than ``MIN_VALID_CLIPS``; 0 when that cannot be met."""
-    if valid_percent <= 0 or num_files < 2 * MIN_VALID_CLIPS:
+    least ``MIN_CLIPS`` (one clip scores loss 0 / accuracy 100) and never so many
+    that train keeps fewer than ``MIN_CLIPS``; 0 when that cannot be met."""
+    if valid_percent <= 0 or num_files < 2 * MIN_CLIPS:
         return 0
-    wanted = max(MIN_VALID_CLIPS, int(round(valid_percent * num_files)))
-    return min(wanted, num_files - MIN_VALID_CLIPS)
+    wanted = max(MIN_CLIPS, int(round(valid_percent * num_files)))
+    return min(wanted, num_files - MIN_CLIPS)
 
 
 def _pick_valid(num_files: int, valid_percent: float, seed: int) -> np.ndarray:
@@ -280,7 +281,7 @@ def make_manifests(
         audio_dir: folder with the audio (searched recursively).
         dest: folder for the manifests (created if needed).
         valid_percent: fraction in ``[0, 1)`` of the clips for the valid split
-            (0.01 = 1%), at least ``MIN_VALID_CLIPS`` of them (a warning says so);
+            (0.01 = 1%), at least ``MIN_CLIPS`` of them (a warning says so);
             with 0, or too few clips for two splits of that size, no valid manifest
             is written (a warning says why).
         extensions: file extensions to include, without dots.
@@ -365,14 +366,14 @@ def make_manifests(
         asked = int(round(valid_percent * len(entries)))
         if asked < len(valid):
             message = (f"{valid_path}: {len(valid)} clips, not {asked} ({valid_percent:g} of "
-                       f"{len(entries)}): a valid split needs at least {MIN_VALID_CLIPS}")
+                       f"{len(entries)}): a valid split needs at least {MIN_CLIPS}")
             logger.warning(message)
             summary_warnings.append(message)
     else:
         note = f"no valid manifest written (valid_percent={valid_percent}, {len(entries)} clip(s))"
         if valid_percent > 0:
-            note += (f": a valid split needs at least {MIN_VALID_CLIPS} clips and train "
-                     f"{MIN_VALID_CLIPS} more; add clips, or train with "
+            note += (f": a valid split needs at least {MIN_CLIPS} clips and train "
+                     f"{MIN_CLIPS} more; add clips, or train with "
                      "dataset.disable_validation=true")
         if os.path.exists(valid_path):
             note += f"; an older {valid_path} exists and was left untouched"

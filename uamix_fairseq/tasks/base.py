@@ -18,7 +18,7 @@ from omegaconf import II, MISSING
 from ..data.audio_dataset import AudioClipDataset
 from ..modules.distributed import rank_and_world
 from ..audio.frontend import FrontendConfig
-from ..manifest import MIN_VALID_CLIPS
+from ..manifest import MIN_CLIPS
 from ..models.wrappers import find_uamix_model
 from ..optim.uamix_adamw import step_with_freezing
 from ..modules.seeding import step_generator
@@ -118,10 +118,10 @@ def split_manifest(data: str, split: str) -> str:
 def check_eval_split_size(num_clips: int, split: str, path: str):
     """Refuse a validation (or test) split too small to score: one clip has no
     negatives and reports loss 0 / accuracy 100."""
-    if num_clips < MIN_VALID_CLIPS:
+    if num_clips < MIN_CLIPS:
         raise ValueError(
             f"{path} ('{split}' split) holds {num_clips} clip(s); a validation set needs "
-            f"at least {MIN_VALID_CLIPS} (one clip scores loss 0 / accuracy 100). Add "
+            f"at least {MIN_CLIPS} (one clip scores loss 0 / accuracy 100). Add "
             "clips to it (e.g. `python -m uamix_fairseq.manifest AUDIO_DIR --dest DIR "
             "--valid-percent 0.1`), or train without validation: "
             "dataset.disable_validation=true")

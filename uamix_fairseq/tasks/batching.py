@@ -12,7 +12,7 @@ BatchNorm in training, and a contrastive loss, which with one clip has no negati
 
 from fairseq.data.iterators import EpochBatchIterator
 
-MIN_CLIPS = 2
+from ..manifest import MIN_CLIPS  # one rule for valid splits and batches
 
 
 def _why(task_name: str) -> str:
