@@ -46,3 +46,13 @@ train() {  # train CONFIG RUN_DIR key=value...: one fairseq-hydra-train run, log
         "hydra.run.dir=$dir" "$@" "${EXTRA_OVERRIDES[@]}" 2>&1 | tee "$dir/train.log" \
         || fail "training with configs/$config.yaml failed; see $dir/train.log"
 }
+
+fewshot() {  # fewshot MANIFEST OUT_DIR "DEFAULT EPISODE ARGS" uamix-fewshot-args...:
+    # N-way k-shot of the given encoders with the fbank-stats baseline into OUT_DIR;
+    # FEWSHOT_ARGS (split on spaces) replaces the recipe's default episode arguments
+    local manifest=$1 out=$2 episodes
+    read -r -a episodes <<< "${FEWSHOT_ARGS:-$3}"
+    shift 3
+    "$PYTHON" -m uamix_fairseq.evaluation.fewshot --manifest "$manifest" "$@" \
+        --baseline fbank_stats --out "$out" --no-progress "${episodes[@]}"
+}

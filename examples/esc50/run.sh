@@ -22,15 +22,12 @@ source "$(dirname "$0")/../common.sh"
 SRC=$(need_dir "$1" ESC50_MASTER)
 ENCODER=$(need_file "$2" ENCODER)
 OUT=$(out_dir "$3")
-read -r -a FEWSHOT <<< "${FEWSHOT_ARGS:---ways 5 --shots 1 5 --queries 15 --episodes 600}"
 
 "$PYTHON" -m uamix_fairseq.prepare esc50 "$SRC" "$OUT/data"
 if [ "${SKIP_FINETUNE:-0}" != 1 ]; then
-    UAMIX_TRAIN_CMD=${UAMIX_TRAIN_CMD:-fairseq-hydra-train} \
-        bash "$REPO/examples/esc50/five_fold.sh" "$OUT/data" "$ENCODER" "$OUT/finetune" \
+    bash "$REPO/examples/esc50/five_fold.sh" "$OUT/data" "$ENCODER" "$OUT/finetune" \
         "${EXTRA_OVERRIDES[@]}"
 fi
 # 5 s clips at 44.1 kHz: resampled to 16 kHz, 512 frames, ESC-50's fbank statistics.
-"$PYTHON" -m uamix_fairseq.evaluation.fewshot --manifest "$OUT/data/all.tsv" \
-    --encoder "$ENCODER" --resample --num-frames 512 --norm esc50 \
-    --baseline fbank_stats --out "$OUT/fewshot" --no-progress "${FEWSHOT[@]}"
+fewshot "$OUT/data/all.tsv" "$OUT/fewshot" "--ways 5 --shots 1 5 --queries 15 --episodes 600" \
+    --encoder "$ENCODER" --resample --num-frames 512 --norm esc50

@@ -22,7 +22,6 @@ source "$(dirname "$0")/../common.sh"
 SRC=$(need_dir "$1" SPC_DIR)
 ENCODER=$(need_file "$2" ENCODER)
 OUT=$(out_dir "$3")
-read -r -a FEWSHOT <<< "${FEWSHOT_ARGS:---ways 5 --shots 1 5 --queries 15 --episodes 600}"
 
 "$PYTHON" -m uamix_fairseq.prepare speechcommands "$SRC" "$OUT/data"
 if [ "${SKIP_FINETUNE:-0}" != 1 ]; then
@@ -34,6 +33,5 @@ if [ "${SKIP_FINETUNE:-0}" != 1 ]; then
         --task uamix_audio_classification --user-dir "$REPO/uamix_fairseq" \
         --valid-subset test --batch-size 64 ${VALIDATE_ARGS:-} 2>&1 | tee "$OUT/finetune/test.log"
 fi
-"$PYTHON" -m uamix_fairseq.evaluation.fewshot --manifest "$OUT/data/test.tsv" \
-    --encoder "$ENCODER" --num-frames 128 --norm speechcommands \
-    --baseline fbank_stats --out "$OUT/fewshot" --no-progress "${FEWSHOT[@]}"
+fewshot "$OUT/data/test.tsv" "$OUT/fewshot" "--ways 5 --shots 1 5 --queries 15 --episodes 600" \
+    --encoder "$ENCODER" --num-frames 128 --norm speechcommands

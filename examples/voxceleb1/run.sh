@@ -22,7 +22,6 @@ source "$(dirname "$0")/../common.sh"
 SRC=$(need_dir "$1" VOX1_DIR)
 OUT=$(out_dir "$2")
 shift 2
-read -r -a FEWSHOT <<< "${FEWSHOT_ARGS:---ways 5 10 --shots 1 5 --queries 5 --episodes 600}"
 audio=()
 for d in ${AUDIO_DIRS:-}; do audio+=(--audio-dir "$d"); done
 
@@ -32,6 +31,5 @@ for e in "$@"; do
     path=$(need_file "$e" ENCODER)
     encoders+=(--encoder "$path" --name "$(basename "${path%.*}")")
 done
-"$PYTHON" -m uamix_fairseq.evaluation.fewshot --manifest "$OUT/data/test.tsv" \
-    "${encoders[@]}" --num-frames "${NUM_FRAMES:-1024}" --baseline fbank_stats \
-    --out "$OUT/fewshot" --no-progress "${FEWSHOT[@]}"
+fewshot "$OUT/data/test.tsv" "$OUT/fewshot" "--ways 5 10 --shots 1 5 --queries 5 --episodes 600" \
+    "${encoders[@]}" --num-frames "${NUM_FRAMES:-1024}"
