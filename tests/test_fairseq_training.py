@@ -285,6 +285,35 @@ def test_checkpoint_loads_without_the_data(trained, tmp_path):
         torch.testing.assert_close(encoder.eval().embed(x), model.embed(x))
 
 
+def test_checkpoint_carries_the_encoder_shape_in_its_model_config(trained, tmp_path):
+    """The encoder's shape travels in the saved model config (``model.encoder_args``,
+    as wav2vec2 carries ``w2v_args``), not in the task state; the model rebuilds from
+    the checkpoint without its AudioMAE file, and only from a checkpoint."""
+    from fairseq import checkpoint_utils
+    from uamix_fairseq.modules.audiomae import encoder_args
+
+    path = os.path.join(trained["save_dir"], "checkpoint_last.pt")
+    state = torch.load(path, weights_only=False)
+    original = load_audiomae(trained["ckpt"])
+    assert state["cfg"]["model"]["encoder_args"] == encoder_args(original)
+    assert "encoder_config" not in (state.get("task_state") or {})
+    moved = str(tmp_path / "moved_audiomae.pth")
+    shutil.move(trained["ckpt"], moved)
+    try:
+        models, cfg, task = checkpoint_utils.load_model_ensemble_and_task([path])
+        with pytest.raises(Exception, match="audiomae.pth|No such file"):
+            task.build_model(cfg.model)  # a new model (not from a checkpoint) needs the file
+    finally:
+        shutil.move(moved, trained["ckpt"])
+    saved = {k[len("encoder."):]: v for k, v in state["model"].items()
+             if k.startswith("encoder.")}
+    for k, v in models[0].encoder.state_dict().items():
+        assert torch.equal(v, saved[k]), k
+    second = task.build_model(cfg.model)  # the file is back: its weights, not the tuned ones
+    assert torch.equal(second.encoder.blocks[0].attn.qkv.weight,
+                       original.blocks[0].attn.qkv.weight)
+
+
 def test_resume_after_the_manifest_grew(trained, tmp_path):
     """Issue 11.3: more training clips make a longer queue; resuming says why the
     saved one is emptied and trains on."""

@@ -156,16 +156,16 @@ def test_patch_dropout_is_the_encoder_on_the_kept_patches(corpus):
 
 def test_encoder_from_a_uamix_fairseq_checkpoint(corpus, tmp_path):
     """A uaMix-tuned encoder (fairseq checkpoint of the contrastive model) initialises
-    the classifier: encoder weights kept, head and queue ignored, heads from the task
-    state."""
+    the classifier: encoder weights kept, head and queue ignored, heads from the saved
+    model config (model.encoder_args)."""
     tuned = load_audiomae(corpus["encoder"])
     state = {f"encoder.{k}": v + 1.0 for k, v in tuned.state_dict().items()}
     state["head.projector.0.weight"] = torch.ones(4, 64)
     state["support_queue.bank"] = torch.zeros(8, 4)
     config = {**asdict(tuned.cfg), "num_heads": 2}
     path = str(tmp_path / "uamix_checkpoint.pt")
-    torch.save({"model": state, "task_state": {"encoder_config": {
-        "config": config, "final_norm": "norm"}}}, path)
+    torch.save({"model": state, "cfg": {"model": {"encoder_args": {
+        "config": config, "final_norm": "norm"}}}}, path)
     enc = _model(path).encoder
     assert enc.cfg.num_heads == 2 and enc.final_norm == "fc_norm"
     for k, v in enc.state_dict().items():

@@ -318,9 +318,9 @@ def test_export_keeps_the_mae_decoder(tmp_path):
     state = {**{f"encoder.{k}": v for k, v in enc.state_dict().items()},
              **{f"decoder.{k}": v for k, v in dec.state_dict().items()}}
     ckpt = tmp_path / "checkpoint_last.pt"
-    torch.save({"model": state, "task_state": {"encoder_config": {
+    torch.save({"model": state, "cfg": {"model": {"encoder_args": {
         "config": {"embed_dim": 64, "depth": 2, "num_heads": 1, "num_frames": 32},
-        "final_norm": "norm"}}}, ckpt)
+        "final_norm": "norm"}}}}, ckpt)
     out = tmp_path / "exported.pth"
     assert export_main([str(ckpt), str(out)]) == 0
     saved = torch.load(out, weights_only=True)["model"]

@@ -10,11 +10,12 @@ import logging
 from dataclasses import dataclass, field
 
 import torch
-from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.dataclass import ChoiceEnum
 from fairseq.models import BaseFairseqModel, register_model
 from omegaconf import II
 
 from ..modules.audiomae import AudioMAEEncoder, encoder_for_model
+from .encoder_args import EncoderArgsConfig, saved_encoder_args
 from ..modules.compiling import compile_encoder_blocks, compile_unsupported_reason
 from ..modules.freezing import FreezeSchedule
 from ..modules.nnclr import NNCLRHead, SupportQueue, ema_update
@@ -25,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class UamixAudioMAEConfig(FairseqDataclass):
+class UamixAudioMAEConfig(EncoderArgsConfig):
     audiomae_checkpoint: str = field(
         default="",
         metadata={"help": "AudioMAE encoder to tune: an official pretrained or fine-tuned "
@@ -147,7 +148,7 @@ class UamixAudioMAEModel(BaseFairseqModel):
         if cfg.queue_size < cls.min_queue_size:
             raise ValueError(f"model.queue_size must be >= {cls.min_queue_size} (the NNCLR "
                              f"support queue the positives come from), got {cfg.queue_size}")
-        restored = getattr(task, "restored_encoder_config", None)
+        restored = saved_encoder_args(cfg)
         encoder = encoder_for_model(cfg.audiomae_checkpoint, restored,
                                     "model.audiomae_checkpoint", cfg.num_frames,
                                     cfg.num_heads or None, cfg.drop_path_rate)

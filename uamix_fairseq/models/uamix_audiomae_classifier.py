@@ -18,12 +18,12 @@ import logging
 from dataclasses import dataclass, field, replace
 
 import torch
-from fairseq.dataclass import FairseqDataclass
 from fairseq.models import BaseFairseqModel, register_model
 from omegaconf import II
 from torch import nn
 
 from ..modules.audiomae import AudioMAEEncoder, encoder_for_model
+from .encoder_args import EncoderArgsConfig, saved_encoder_args
 from ..modules.freezing import FreezeSchedule
 from ..optim.uamix_adamw import tag_encoder_parameters, tag_parameter
 
@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class UamixAudioMAEClassifierConfig(FairseqDataclass):
+class UamixAudioMAEClassifierConfig(EncoderArgsConfig):
     encoder_checkpoint: str = field(
         default="",
         metadata={"help": "encoder to fine-tune: an AudioMAE .pth (pretrained or "
@@ -151,11 +151,10 @@ class UamixAudioMAEClassifier(BaseFairseqModel):
         if not classes:
             raise ValueError("model uamix_audiomae_classifier needs a task that knows its "
                              "classes (task=uamix_audio_classification)")
-        restored = getattr(task, "restored_encoder_config", None)
+        restored = saved_encoder_args(cfg)
         encoder = encoder_for_model(cfg.encoder_checkpoint, restored,
                                     "model.encoder_checkpoint", cfg.num_frames,
-                                    cfg.num_heads or None, cfg.drop_path_rate,
-                                    final_norm="fc_norm" if restored else None)
+                                    cfg.num_heads or None, cfg.drop_path_rate)
         if restored is None:
             logger.info("loaded encoder from %s (%s): %s", cfg.encoder_checkpoint,
                         "fresh fc_norm" if encoder.final_norm == "norm" else "its fc_norm",

@@ -19,6 +19,7 @@ from ..modules.audiomae import AudioMAEEncoder
 from ..modules.freezing import FreezeSchedule, parse_schedule
 from ..modules.mae import MAEDecoder, encode_visible, num_visible, patchify
 from ..optim.uamix_adamw import tag_encoder_parameters
+from .encoder_args import saved_encoder_args
 from .uamix_audiomae import UamixAudioMAEConfig, UamixAudioMAEModel
 from .uamix_audiomae_mae import load_decoder_entries, tag_decoder_parameters
 
@@ -87,8 +88,9 @@ class UamixAudioMAEJointModel(UamixAudioMAEModel):
 
     @classmethod
     def build_model(cls, cfg: UamixAudioMAEJointConfig, task):
+        starts_from_file = saved_encoder_args(cfg) is None
         model = super().build_model(cfg, task)
-        if getattr(task, "restored_encoder_config", None) is None:
+        if starts_from_file:
             # Starting from a file (a restored checkpoint brings its own decoder).
             loaded = load_decoder_entries(model.decoder, cfg.audiomae_checkpoint)
             logger.info("%s: decoder entries loaded: %d", cfg.audiomae_checkpoint, loaded)

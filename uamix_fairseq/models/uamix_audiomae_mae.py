@@ -9,11 +9,12 @@ it straight out of a checkpoint), the decoder under ``decoder.`` with official k
 import logging
 from dataclasses import dataclass, field
 
-from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.dataclass import ChoiceEnum
 from fairseq.models import BaseFairseqModel, register_model
 from omegaconf import II
 
 from ..modules.audiomae import AudioMAEEncoder, _read_file, encoder_for_model, vit_config
+from .encoder_args import EncoderArgsConfig, saved_encoder_args
 from ..modules.freezing import FreezeSchedule
 from ..modules.mae import MASK_MODES, MAEDecoder, encode_visible, patchify, visible_count
 from ..optim.uamix_adamw import tag_encoder_parameters, tag_parameter
@@ -41,7 +42,7 @@ def load_decoder_entries(decoder, path) -> int:
 
 
 @dataclass
-class UamixAudioMAEMAEConfig(FairseqDataclass):
+class UamixAudioMAEMAEConfig(EncoderArgsConfig):
     audiomae_checkpoint: str = field(
         default="",
         metadata={"help": "encoder (and decoder, where present with matching shapes) to "
@@ -130,7 +131,7 @@ class UamixAudioMAEMAEModel(BaseFairseqModel):
 
     @classmethod
     def build_model(cls, cfg: UamixAudioMAEMAEConfig, task):
-        restored = getattr(task, "restored_encoder_config", None)
+        restored = saved_encoder_args(cfg)
         if restored is None and not cfg.audiomae_checkpoint:
             overrides = {k: getattr(cfg, k) for k in ("embed_dim", "depth", "num_heads")
                          if getattr(cfg, k) > 0}

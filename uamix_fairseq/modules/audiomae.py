@@ -572,12 +572,12 @@ def encoder_from_state_dict(
 
 def _stored_num_heads(obj: dict) -> Optional[int]:
     """Head count recorded by this plugin (save_audiomae, or a fairseq checkpoint's
-    task state); official files do not record it."""
+    ``model.encoder_args``); official files do not record it."""
     saved = obj.get("uamix_encoder_config")
     if saved is None:
-        task_state = obj.get("task_state")
-        if isinstance(task_state, dict) and task_state.get("encoder_config"):
-            saved = task_state["encoder_config"]["config"]
+        model_cfg = (obj.get("cfg") or {}).get("model")
+        args = model_cfg.get("encoder_args") if isinstance(model_cfg, dict) else None
+        saved = args["config"] if args else None
     return int(saved["num_heads"]) if saved else None
 
 
@@ -603,19 +603,25 @@ def load_audiomae(
     )
 
 
-def encoder_for_model(checkpoint: str, restored: Optional[dict], field: str,
+def encoder_args(encoder: AudioMAEEncoder) -> dict:
+    """The encoder's shape, enough to rebuild it before its weights are loaded: what a
+    fairseq model keeps in its config (``model.encoder_args``)."""
+    return {"config": asdict(encoder.cfg), "final_norm": encoder.final_norm}
+
+
+def encoder_for_model(checkpoint: str, saved_args: Optional[dict], field: str,
                       num_frames: Optional[int] = None, num_heads: Optional[int] = None,
-                      drop_path_rate: float = 0.0, final_norm: Optional[str] = None):
+                      drop_path_rate: float = 0.0):
     """The encoder a fairseq model starts from.
 
-    ``restored`` is the encoder shape saved in a fairseq checkpoint's task state, given
-    only while that checkpoint is being restored: the weights follow from the
-    checkpoint, so the encoder file ``checkpoint`` is not needed. Otherwise the encoder
-    is read from ``checkpoint`` (an error naming ``field`` if it is empty).
+    ``saved_args`` (from ``encoder_args``) is the shape a checkpoint's model config
+    carries: the model is being rebuilt from that checkpoint, its weights follow, and
+    the encoder file ``checkpoint`` is not needed. Otherwise the encoder is read from
+    ``checkpoint`` (an error naming ``field`` if it is empty).
     """
-    if restored is not None:
-        cfg = EncoderConfig(**{**restored["config"], "drop_path_rate": drop_path_rate})
-        return AudioMAEEncoder(cfg, final_norm=final_norm or restored["final_norm"])
+    if saved_args is not None:
+        cfg = EncoderConfig(**{**saved_args["config"], "drop_path_rate": drop_path_rate})
+        return AudioMAEEncoder(cfg, final_norm=saved_args["final_norm"])
     if not checkpoint:
         raise ValueError(f"{field} is empty: give the encoder file to start from "
                          f"(e.g. {field}=/path/pretrained.pth)")

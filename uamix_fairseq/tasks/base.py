@@ -9,23 +9,28 @@ features and fields.
 
 import logging
 import os
-from dataclasses import asdict, dataclass, field
+import contextlib
+from dataclasses import dataclass, field
 
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.tasks import FairseqTask
-from omegaconf import II, MISSING
+from omegaconf import II, MISSING, OmegaConf, open_dict
 
 from ..data.audio_dataset import AudioClipDataset
 from ..modules.distributed import rank_and_world
 from ..audio.frontend import FrontendConfig
 from ..manifest import MIN_CLIPS
 from ..models.wrappers import find_uamix_model
+from ..modules.audiomae import encoder_args
 from ..optim.uamix_adamw import step_with_freezing
 from ..modules.seeding import step_generator
-from .encoder_state import EncoderStateMixin
 from .monitoring import MonitorMixin
 
 logger = logging.getLogger(__name__)
+
+
+def _writable(cfg):
+    return open_dict(cfg) if OmegaConf.is_config(cfg) else contextlib.nullcontext()
 
 
 @dataclass
@@ -149,7 +154,7 @@ def require_uamix_adamw(optimizer, task_name: str, why: str):
                          f"select it): {why}")
 
 
-class UamixAudioTask(MonitorMixin, EncoderStateMixin, FairseqTask):
+class UamixAudioTask(MonitorMixin, FairseqTask):
     """The base of the uamix tasks. Subclasses set ``task_name``, ``optimizer_why`` (why
     they need `uamix_adamw`) and ``seed_stream`` (their per-step stream, seeding.STREAMS)."""
 
@@ -160,10 +165,7 @@ class UamixAudioTask(MonitorMixin, EncoderStateMixin, FairseqTask):
     def __init__(self, cfg):
         super().__init__(cfg)
         self.frontend_cfg = frontend_config(cfg)
-        # Encoder shape, saved in the checkpoint's task state so that a model rebuilds
-        # without its AudioMAE file (encoder_state.py); monitor sets (monitoring.py).
-        self._init_encoder_state()
-        self._init_monitor()
+        self._init_monitor()  # monitor sets and their saved start (monitoring.py)
 
     @classmethod
     def setup_task(cls, cfg, **kwargs):
@@ -171,11 +173,20 @@ class UamixAudioTask(MonitorMixin, EncoderStateMixin, FairseqTask):
         return cls(cfg)
 
     def build_model(self, cfg, from_checkpoint=False):
-        model = super().build_model(cfg, from_checkpoint)
-        # The shape of the encoder just built, saved with every checkpoint's task state
-        # (encoder_state.py): the task reads it from the model, models never write here.
-        encoder = find_uamix_model(model).encoder
-        self.encoder_config = {"config": asdict(encoder.cfg), "final_norm": encoder.final_norm}
+        """The model, with what it was built with written into ``cfg`` (the config
+        fairseq saves with every checkpoint): the encoder's shape (``encoder_args``,
+        models/encoder_args.py) and, for the contrastive models, the support queue's
+        length, so that load_model_ensemble_and_task rebuilds the model from the
+        checkpoint alone, without its encoder file or train.tsv."""
+        with _writable(cfg):
+            if not from_checkpoint:  # a new model reads its encoder file, always
+                cfg.encoder_args = None
+            model = super().build_model(cfg, from_checkpoint)
+            built = find_uamix_model(model)
+            cfg.encoder_args = encoder_args(built.encoder)
+            if hasattr(cfg, "effective_queue_size"):
+                # fairseq built the model from a merged copy of ``cfg``.
+                cfg.effective_queue_size = built.cfg.effective_queue_size
         return model
 
     def step_generator(self, step: int):

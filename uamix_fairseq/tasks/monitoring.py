@@ -87,7 +87,8 @@ class MonitorMixin:
     """Mixed into the uamix tasks before ``FairseqTask``; call ``_init_monitor()`` in
     ``__init__`` and pass each ``valid_step``'s logging output through
     ``add_monitor_scores``. Needs ``self.cfg`` (an ``AudioDataConfig``) and
-    ``self.frontend_cfg``; its state is saved by ``EncoderStateMixin``."""
+    ``self.frontend_cfg``. The starting embeddings are the task's checkpoint state, so
+    that drift is measured from the same start after a restart."""
 
     def _init_monitor(self):
         self._monitor_sets = monitor_sets(self.cfg.monitor_manifest)
@@ -118,6 +119,26 @@ class MonitorMixin:
         if self.monitor_enabled and self.monitor_start is None:
             self.monitor_start = self._monitor_embed(model)
         return model
+
+    def _monitor_state_dict(self) -> dict:
+        starts = self.monitor_start
+        if not starts:
+            return {}
+        state = {"monitor_start": starts[0]}
+        if len(starts) > 1:
+            state["monitor_start_more"] = list(starts[1:])
+        return state
+
+    def _load_monitor_state(self, state_dict):
+        if state_dict.get("monitor_start") is not None:
+            self.monitor_start = [state_dict["monitor_start"],
+                                  *state_dict.get("monitor_start_more", [])]
+
+    def state_dict(self):
+        return self._monitor_state_dict()
+
+    def load_state_dict(self, state_dict):
+        self._load_monitor_state(state_dict)
 
     def begin_valid_epoch(self, epoch, model):
         super().begin_valid_epoch(epoch, model)

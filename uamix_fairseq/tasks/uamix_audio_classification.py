@@ -172,7 +172,7 @@ class UamixAudioClassificationTask(UamixAudioTask):
     # ---------------------------------------------------------------- state
     def state_dict(self):
         return {"classes": self.classes, "multilabel": self.multilabel,
-                **self._encoder_state_dict()}
+                **self._monitor_state_dict()}
 
     def load_state_dict(self, state_dict):
         classes = state_dict.get("classes")
@@ -186,4 +186,4 @@ class UamixAudioClassificationTask(UamixAudioTask):
                 )
             self.classes = list(classes)
             self.multilabel = bool(state_dict["multilabel"])
-        self._load_encoder_state(state_dict)
+        self._load_monitor_state(state_dict)

@@ -7,7 +7,6 @@ the model and criterion the update number, and before the optimizer step marks t
 frozen parameter groups, so that frozen blocks stay bit-identical.
 """
 
-import contextlib
 import logging
 import os
 from dataclasses import dataclass, field, replace
@@ -15,7 +14,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from fairseq.logging import metrics
 from fairseq.tasks import register_task
-from omegaconf import MISSING, OmegaConf, open_dict
+from omegaconf import MISSING
 
 from ..criterions.logging_sums import logged_total
 from ..audio.frontend import batch_fbank, model_input
@@ -104,17 +103,6 @@ class UamixContrastiveTask(UamixAudioTask):
         if self.cfg.data == MISSING or not os.path.isfile(path):
             return None
         return read_manifest(path)
-
-    def build_model(self, cfg, from_checkpoint=False):
-        model = super().build_model(cfg, from_checkpoint)
-        inner = find_uamix_model(model)
-        if hasattr(cfg, "effective_queue_size"):
-            # fairseq builds the model from a merged copy of ``cfg``; writing the size
-            # into the caller's node puts it into the checkpoint's saved config, from
-            # which load_model_ensemble_and_task rebuilds the model without train.tsv.
-            with open_dict(cfg) if OmegaConf.is_config(cfg) else contextlib.nullcontext():
-                cfg.effective_queue_size = inner.cfg.effective_queue_size
-        return model
 
     def _diagnostic_labels(self, split):
         """Class index per clip of ``<data>/<split>.label`` when that file exists (-1 for
