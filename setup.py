@@ -39,10 +39,10 @@ setup(
         "console_scripts": [
             "uamix-manifest=uamix_fairseq.manifest:main",
             "uamix-demo-data=uamix_fairseq.demo_data:main",
-            "uamix-export=uamix_fairseq.export:main",
+            "uamix-export=uamix_fairseq.tools.export:main",
             "uamix-prepare=uamix_fairseq.prepare.cli:main",
-            "uamix-embed=uamix_fairseq.export_embeddings:main",
-            "uamix-plot-tsne=uamix_fairseq.tsne:main",
+            "uamix-embed=uamix_fairseq.tools.export_embeddings:main",
+            "uamix-plot-tsne=uamix_fairseq.tools.tsne:main",
             "uamix-fewshot=uamix_fairseq.evaluation.fewshot:main",
             "uamix-probe=uamix_fairseq.evaluation.probe:main",
         ],

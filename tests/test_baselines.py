@@ -9,7 +9,7 @@ import soundfile as sf
 import torch
 
 from uamix_fairseq.modules.audiomae import EncoderConfig, write_random_audiomae
-from uamix_fairseq.embed import EmbedConfig, baseline_manifest
+from uamix_fairseq.tools.embed import EmbedConfig, baseline_manifest
 from uamix_fairseq.evaluation import fewshot, probe
 from uamix_fairseq.evaluation.baselines import fbank_stats
 from uamix_fairseq.evaluation.diagnostics import format_diagnostics, pc1_diagnostic

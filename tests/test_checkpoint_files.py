@@ -1,4 +1,4 @@
-"""uamix_fairseq/checkpoint_files.py: atomic save and copy, completeness, the newest
+"""uamix_fairseq/tasks/checkpoint_files.py: atomic save and copy, completeness, the newest
 complete checkpoint, stale temporaries."""
 
 import os
@@ -7,7 +7,7 @@ import stat
 import pytest
 import torch
 
-from uamix_fairseq.checkpoint_files import (
+from uamix_fairseq.tasks.checkpoint_files import (
     _write_atomically, atomic_copy, atomic_save, is_complete, newest_complete_checkpoint,
     remove_stale_temporaries,
 )

@@ -13,7 +13,7 @@ import torch
 from fairseq import checkpoint_utils
 
 import uamix_fairseq  # noqa: F401  (registers the components, installs the wrappers)
-from uamix_fairseq.run_lock import LOCK_NAME, lock_folder
+from uamix_fairseq.tasks.run_lock import LOCK_NAME, lock_folder
 from uamix_fairseq.tasks import checkpoint_safety
 
 from fairseq_helpers import (

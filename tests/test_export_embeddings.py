@@ -8,8 +8,8 @@ import soundfile as sf
 
 from uamix_fairseq import demo_data
 from uamix_fairseq.modules.audiomae import EncoderConfig, write_random_audiomae
-from uamix_fairseq.embed import EmbedConfig, embed_manifest, load_encoder
-from uamix_fairseq.export_embeddings import audio_extensions, export_embeddings, main
+from uamix_fairseq.tools.embed import EmbedConfig, embed_manifest, load_encoder
+from uamix_fairseq.tools.export_embeddings import audio_extensions, export_embeddings, main
 from uamix_fairseq.manifest import read_manifest, write_manifest
 
 TINY = EncoderConfig(embed_dim=64, depth=2, num_heads=1, num_frames=32)

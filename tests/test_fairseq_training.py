@@ -261,8 +261,8 @@ def test_checkpoint_loads_without_the_data(trained, tmp_path):
     """Issue 11.3: the model (its support queue capped at the training clips included)
     rebuilds from the checkpoint alone, and so do the tools that read checkpoints."""
     from fairseq import checkpoint_utils
-    from uamix_fairseq import export
-    from uamix_fairseq.embed import EmbedConfig, load_encoder
+    from uamix_fairseq.tools import export
+    from uamix_fairseq.tools.embed import EmbedConfig, load_encoder
 
     path = os.path.join(trained["save_dir"], "checkpoint_last.pt")
     clips = _train_clips(trained["corpus"])

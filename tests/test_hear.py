@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from uamix_fairseq import hear
+from uamix_fairseq.tools import hear
 from uamix_fairseq.modules.audiomae import (AudioMAEEncoder, CheckpointError, EncoderConfig,
                                     load_audiomae, save_audiomae, write_random_audiomae)
 from uamix_fairseq.audio.features import NORM_STATS, compute_fbank, normalize_fbank, pad_or_crop

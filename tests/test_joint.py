@@ -197,7 +197,7 @@ def test_fairseq_joint_training_trains_the_whole_encoder(trained):
 def test_joint_checkpoint_exports_and_rebuilds(trained, tmp_path):
     last = os.path.join(trained["save_dir"], "checkpoint_last.pt")
     out = str(tmp_path / "joint_audiomae.pth")
-    proc = subprocess.run([sys.executable, "-m", "uamix_fairseq.export", last, out],
+    proc = subprocess.run([sys.executable, "-m", "uamix_fairseq.tools.export", last, out],
                           cwd=REPO, capture_output=True, text=True,
                           env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert proc.returncode == 0, proc.stderr

@@ -307,10 +307,10 @@ def test_fairseq_pretraining_and_export(setup, start, tmp_path):
 
 
 def test_export_keeps_the_mae_decoder(tmp_path):
-    """`python -m uamix_fairseq.export` on an MAE checkpoint writes the decoder too, in
+    """`python -m uamix_fairseq.tools.export` on an MAE checkpoint writes the decoder too, in
     the official layout, and load_audiomae still reads the encoder alone."""
     from uamix_fairseq.modules.audiomae import AudioMAEEncoder, EncoderConfig, load_audiomae
-    from uamix_fairseq.export import main as export_main
+    from uamix_fairseq.tools.export import main as export_main
     from uamix_fairseq.modules.mae import MAEDecoder
 
     enc = AudioMAEEncoder(EncoderConfig(embed_dim=64, depth=2, num_heads=1, num_frames=32))

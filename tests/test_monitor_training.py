@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from uamix_fairseq.modules.audiomae import load_audiomae
-from uamix_fairseq.embed import EmbedConfig, embed_manifest
+from uamix_fairseq.tools.embed import EmbedConfig, embed_manifest
 from uamix_fairseq.labels import read_labels
 from uamix_fairseq.modules.monitor import loo_knn_accuracy, loo_ncm_accuracy, targets_from_labels
 

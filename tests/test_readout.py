@@ -11,10 +11,10 @@ import soundfile as sf
 import torch
 
 from uamix_fairseq.modules.audiomae import AudioMAEEncoder, EncoderConfig, write_random_audiomae
-from uamix_fairseq.embed import (EmbedConfig, cache_key, cached_embeddings, embed_manifest,
+from uamix_fairseq.tools.embed import (EmbedConfig, cache_key, cached_embeddings, embed_manifest,
                                  load_encoder)
 from uamix_fairseq.evaluation import _cli, fewshot
-from uamix_fairseq.export_embeddings import embed_clips, prepare_encoder
+from uamix_fairseq.tools.export_embeddings import embed_clips, prepare_encoder
 from uamix_fairseq.labels import write_labels
 from uamix_fairseq.manifest import write_manifest
 
@@ -156,7 +156,7 @@ def test_readout_fields_reach_the_embeddings_and_the_cache_key(toy):
     for c in variants:
         assert not np.allclose(embed_manifest(enc, manifest, c, progress=False), default)
     # real-patch pooling of one short clip, by hand from the encoder's tokens
-    from uamix_fairseq.embed import clip_dataset, iter_clip_batches
+    from uamix_fairseq.tools.embed import clip_dataset, iter_clip_batches
     from uamix_fairseq.audio.frontend import batch_fbank, model_input
 
     real = embed_manifest(enc, manifest, variants[2], progress=False)

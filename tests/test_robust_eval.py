@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from uamix_fairseq.modules.audiomae import EncoderConfig, write_random_audiomae
-from uamix_fairseq.embed import (EmbedConfig, clip_dataset, embed_manifest,
+from uamix_fairseq.tools.embed import (EmbedConfig, clip_dataset, embed_manifest,
                                  iter_clip_batches, load_encoder)
 from uamix_fairseq.evaluation import EvaluationError, fewshot, probe
 from uamix_fairseq.evaluation.classifiers import fit_logreg, fit_ovr_logreg, ncm_predict

@@ -1,4 +1,4 @@
-"""uamix_fairseq/run_lock.py: one process per folder, released when the holder dies."""
+"""uamix_fairseq/tasks/run_lock.py: one process per folder, released when the holder dies."""
 
 import os
 import signal
@@ -8,10 +8,10 @@ import sys
 
 import pytest
 
-from uamix_fairseq.run_lock import LOCK_NAME, FolderInUseError, lock_folder
+from uamix_fairseq.tasks.run_lock import LOCK_NAME, FolderInUseError, lock_folder
 
 MODULE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                      "uamix_fairseq", "run_lock.py")
+                      "uamix_fairseq", "tasks", "run_lock.py")
 
 # Takes the lock, says so, then waits to be killed (or fails with the error message).
 # Loads run_lock.py by its path: importing the package would import fairseq (seconds).

@@ -9,7 +9,7 @@ import pytest
 from uamix_fairseq import demo_data
 from uamix_fairseq.modules.audiomae import EncoderConfig, write_random_audiomae
 from uamix_fairseq.manifest import read_manifest
-from uamix_fairseq.tsne import effective_perplexity, main, plot_tsne, stratified_subsample, tsne_2d
+from uamix_fairseq.tools.tsne import effective_perplexity, main, plot_tsne, stratified_subsample, tsne_2d
 
 TINY = EncoderConfig(embed_dim=64, depth=2, num_heads=1, num_frames=32)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

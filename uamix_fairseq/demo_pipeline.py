@@ -156,7 +156,7 @@ def updates_done(out_dir: str, stage: str) -> int:
 
 
 def export_encoder(stage: str, out_dir: str) -> str:
-    from .export import main as export_main
+    from .tools.export import main as export_main
 
     path = os.path.join(out_dir, "encoders", f"{stage}.pth")
     os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -37,7 +37,7 @@ read -r -a TUNE <<< "${TUNE_OVERRIDES:-}"
 train uamix_as20k "$OUT/tune" "task.data=$OUT/data" "dataset.valid_subset=eval" \
     "model.audiomae_checkpoint=$ENCODER" "${TUNE[@]}"
 mkdir -p "$OUT/encoders"
-"$PYTHON" -m uamix_fairseq.export "$OUT/tune/checkpoints/checkpoint_last.pt" \
+"$PYTHON" -m uamix_fairseq.tools.export "$OUT/tune/checkpoints/checkpoint_last.pt" \
     "$OUT/encoders/uamix.pth"
 "$PYTHON" -m uamix_fairseq.evaluation.probe --train-manifest "$OUT/data/train.tsv" \
     --test-manifest "$OUT/data/eval.tsv" --encoder "$ENCODER" --name start \

@@ -10,7 +10,7 @@ Plain modules (numpy, torch, scikit-learn only for checks; no fairseq):
     baselines    no-learning baselines scored like encoders (fbank_stats)
     diagnostics  padding diagnostic: PC1 variance share and |r(PC1, clip duration)|
 
-Command lines (they embed clips through ``uamix_fairseq.embed``)::
+Command lines (they embed clips through ``uamix_fairseq.tools.embed``)::
 
     python -m uamix_fairseq.evaluation.fewshot --encoder A.pth --manifest test.tsv ...
     python -m uamix_fairseq.evaluation.probe --encoder A.pth --train-manifest ... \

@@ -214,7 +214,7 @@ def encoder_names(paths: Sequence[str], names: Optional[Sequence[str]],
 def embed_config(args, num_frames: Optional[int] = None):
     """The ``EmbedConfig`` of the global options (``num_frames``: when --num-frames is
     not given, the length to use; 1024 as a placeholder otherwise)."""
-    from ..embed import EmbedConfig
+    from ..tools.embed import EmbedConfig
 
     frames = args.num_frames if args.num_frames is not None else (num_frames or 1024)
     cfg = EmbedConfig(num_frames=frames, norm=args.norm, pooling=args.pooling,
@@ -263,7 +263,7 @@ def check_encoders(paths: Sequence[str], cfg) -> None:
     """Load every encoder once before any embedding, so that a wrong file stops the
     run at once (``CheckpointError`` names the file) rather than after the first
     encoder's embeddings."""
-    from ..embed import load_encoder
+    from ..tools.embed import load_encoder
 
     seen = set()
     for p in paths:
@@ -314,7 +314,7 @@ def embed_all(paths: Sequence[str], names: Sequence[str], manifest: str, cfg, ar
               expected_rows: int) -> List[np.ndarray]:
     """Embeddings ``[N, D]`` of every clip of ``manifest``, once per encoder (``cfg``:
     one ``EmbedConfig`` for all, or one per encoder)."""
-    from ..embed import cached_embeddings
+    from ..tools.embed import cached_embeddings
 
     cfgs = list(cfg) if isinstance(cfg, (list, tuple)) else [cfg] * len(paths)
     out, done = [], {}
@@ -341,7 +341,7 @@ def embed_all(paths: Sequence[str], names: Sequence[str], manifest: str, cfg, ar
 def embed_baselines(baselines: Sequence[tuple], manifest: str, args,
                     expected_rows: int) -> List[np.ndarray]:
     """Features ``[N, D]`` of every clip of ``manifest``, once per baseline."""
-    from ..embed import cached_baseline
+    from ..tools.embed import cached_baseline
 
     out = []
     for key, name, cfg in baselines:

@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _robust_embeddings(args, cfgs, embeddings, targets, num_classes, plan, attack,
                        source_cfg=None):
     """Per encoder: its clean matrix with the query clips' rows attacked."""
-    from ..embed import cached_embeddings
+    from ..tools.embed import cached_embeddings
     from .robust import ClassMeanLoss, _entry_key, attack_files, query_clips
 
     clips = query_clips(plan)
@@ -239,7 +239,7 @@ def _run(args) -> int:
     reference = check_row_names(names, baselines, args.reference)
     source_cfg = None
     if attack and attack.source:
-        from ..embed import load_encoder
+        from ..tools.embed import load_encoder
 
         source_cfg = embed_config(args, cfgs[0].num_frames)
         load_encoder(attack.source, source_cfg)

@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _robust_test_embeddings(args, cfgs, train_emb, train_labels, test_labels, attack,
                             source_cfg=None):
     """Attacked test embeddings per encoder (see ``robust`` for the surrogates)."""
-    from ..embed import cached_embeddings
+    from ..tools.embed import cached_embeddings
     from .robust import ClassMeanLoss, LogRegLoss, _entry_key, attack_files
 
     clean = {_entry_key(p, c): e for p, c, e in zip(args.encoder, cfgs, train_emb)}
@@ -228,7 +228,7 @@ def _run(args) -> int:
     reference = check_row_names(names, baselines, args.reference)
     source_cfg = None
     if attack and attack.source:
-        from ..embed import load_encoder
+        from ..tools.embed import load_encoder
 
         source_cfg = embed_config(args, cfgs[0].num_frames)
         load_encoder(attack.source, source_cfg)

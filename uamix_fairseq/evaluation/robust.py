@@ -221,7 +221,7 @@ def perturbed_inputs(clips: np.ndarray, waveform: torch.Tensor, lengths: torch.T
     seeded by (attack seed, first clip of the batch). ``readout`` (an ``EmbedConfig``)
     is the crafting encoder's readout (default: ``pooling`` of its ``embed``).
     """
-    from ..embed import pooled, real_frames
+    from ..tools.embed import pooled, real_frames
     from ..audio.frontend import batch_fbank, model_input
 
     wav = waveform
@@ -257,7 +257,7 @@ def attacked_embeddings(batches, encoders: Sequence, frontend, attack: AttackCon
     the ``encoders`` only embed them, without gradient (for white-box, pass the same
     encoder in both). ``readouts`` (one ``EmbedConfig`` per encoder) and
     ``crafter_readout`` choose the readouts (default: ``pooling``)."""
-    from ..embed import embed_inputs, real_frames
+    from ..tools.embed import embed_inputs, real_frames
 
     readouts = list(readouts) if readouts is not None else [pooling] * len(encoders)
 
@@ -292,7 +292,7 @@ def attack_files(paths: Sequence[str], manifest, clips: Sequence[int], cfg,
     ``source_cfg``, default the first ``cfg``): the inputs are perturbed once per batch
     and embedded by every encoder, so all must share one input length and
     normalisation."""
-    from ..embed import clip_dataset, iter_clip_batches, load_encoder
+    from ..tools.embed import clip_dataset, iter_clip_batches, load_encoder
 
     cfgs = list(cfg) if isinstance(cfg, (list, tuple)) else [cfg] * len(paths)
     if len(cfgs) != len(paths):

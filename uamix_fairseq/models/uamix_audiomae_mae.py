@@ -13,7 +13,7 @@ from fairseq.dataclass import ChoiceEnum
 from fairseq.models import BaseFairseqModel, register_model
 from omegaconf import II
 
-from ..modules.audiomae import AudioMAEEncoder, _read_file, encoder_for_model, vit_config
+from ..modules.audiomae import AudioMAEEncoder, read_checkpoint_file, encoder_for_model, vit_config
 from .encoder_args import EncoderArgsConfig, saved_encoder_args
 from ..modules.freezing import FreezeSchedule
 from ..modules.mae import MASK_MODES, MAEDecoder, encode_visible, patchify, visible_count
@@ -35,7 +35,7 @@ def tag_decoder_parameters(decoder, weight_decay: float):
 def load_decoder_entries(decoder, path) -> int:
     """Load the decoder entries of the file ``path`` whose shapes match (official
     names); returns how many were loaded. Shared with the joint MAE + NNCLR model."""
-    obj = _read_file(path)
+    obj = read_checkpoint_file(path)
     state = obj["model"] if isinstance(obj.get("model"), dict) else obj
     loaded, _ = decoder.load_matching(state, path)
     return len(loaded)

@@ -430,7 +430,7 @@ class AudioMAEEncoder(nn.Module):
 _ENCODER_PREFIXES = ("cls_token", "pos_embed", "patch_embed.", "blocks.", "norm.", "fc_norm.")
 
 
-def _read_file(path) -> dict:
+def read_checkpoint_file(path) -> dict:
     """torch.load with weights_only=True; AudioMAE files carry an argparse.Namespace."""
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
@@ -594,7 +594,7 @@ def load_audiomae(
     The size is inferred from the tensors. ``num_frames`` other than the file's resizes
     the positional table along time (logged). Decoder and head entries are ignored.
     """
-    obj = _read_file(path)
+    obj = read_checkpoint_file(path)
     state = extract_encoder_state(obj, path)
     if num_heads is None:
         num_heads = _stored_num_heads(obj)

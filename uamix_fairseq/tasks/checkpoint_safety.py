@@ -25,7 +25,7 @@
    (fairseq would train one more update and save again).
 
 Remote (PathManager) paths and asynchronous writes go to fairseq unchanged. The file
-work itself is in ``uamix_fairseq.checkpoint_files`` and ``uamix_fairseq.run_lock``.
+work itself is in ``uamix_fairseq.tasks.checkpoint_files`` and ``uamix_fairseq.tasks.run_lock``.
 """
 
 import logging
@@ -38,11 +38,11 @@ from fairseq.distributed import utils as distributed_utils
 from fairseq.file_io import PathManager
 from omegaconf import open_dict
 
-from ..checkpoint_files import (
+from .checkpoint_files import (
     atomic_copy, atomic_save, is_complete, newest_complete_checkpoint,
     remove_stale_temporaries,
 )
-from ..run_lock import lock_folder
+from .run_lock import lock_folder
 
 logger = logging.getLogger(__name__)
 

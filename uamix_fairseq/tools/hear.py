@@ -1,7 +1,7 @@
 """The HEAR 2021 benchmark API for this project's encoders, so that hear-eval-kit (and
 hear-validator) can evaluate an AudioMAE checkpoint before and after uaMix-MAE tuning:
 
-    python -m heareval.embeddings.runner uamix_fairseq.hear --model tuned.pth \\
+    python -m heareval.embeddings.runner uamix_fairseq.tools.hear --model tuned.pth \\
         --tasks-dir tasks --model-options '{"num_frames": 512}'
 
 API (as hear-eval-kit calls it):
@@ -48,8 +48,8 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from .modules.audiomae import AudioMAEEncoder, load_audiomae
-from .audio.features import NORM_STATS, compute_fbank, normalize_fbank, num_frames as frames_for
+from ..modules.audiomae import AudioMAEEncoder, load_audiomae
+from ..audio.features import NORM_STATS, compute_fbank, normalize_fbank, num_frames as frames_for
 
 __all__ = [
     "HEARModel",
@@ -124,7 +124,7 @@ def load_model(model_file_path: str = "", **kwargs) -> HEARModel:
 
     Args:
         model_file_path: an official AudioMAE ``.pth``, a file written by
-            ``uamix_fairseq.export`` / ``save_audiomae``, or a fairseq checkpoint of this
+            ``uamix_fairseq.tools.export`` / ``save_audiomae``, or a fairseq checkpoint of this
             plugin. Required: no weights are bundled and none can be downloaded.
         num_frames: encoder input length in 10 ms frames (multiple of 16); default the
             file's own (1024 for AudioSet AudioMAE). The positional table is cropped or
@@ -133,8 +133,8 @@ def load_model(model_file_path: str = "", **kwargs) -> HEARModel:
     """
     if not model_file_path:
         raise ValueError(
-            "uamix_fairseq.hear.load_model needs the path of an encoder checkpoint (an "
-            "AudioMAE .pth, a file written by `python -m uamix_fairseq.export`, or a "
+            "uamix_fairseq.tools.hear.load_model needs the path of an encoder checkpoint (an "
+            "AudioMAE .pth, a file written by `python -m uamix_fairseq.tools.export`, or a "
             "fairseq checkpoint of this plugin); no default weights are bundled and none "
             "can be downloaded. With hear-eval-kit pass it as --model PATH; with "
             "hear-validator as -m PATH."
@@ -146,7 +146,7 @@ def load_model(model_file_path: str = "", **kwargs) -> HEARModel:
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise TypeError(
-            f"uamix_fairseq.hear.load_model: unknown option(s) {unknown}; accepted: "
+            f"uamix_fairseq.tools.hear.load_model: unknown option(s) {unknown}; accepted: "
             f"{sorted(allowed | {'num_frames', 'num_heads'})}"
         )
     if num_frames is not None and (int(num_frames) < 16 or int(num_frames) % 16):
@@ -164,7 +164,7 @@ def load_model(model_file_path: str = "", **kwargs) -> HEARModel:
 
 def _check_audio(audio, model) -> Tensor:
     if not isinstance(model, HEARModel):
-        raise TypeError(f"model must come from uamix_fairseq.hear.load_model, got "
+        raise TypeError(f"model must come from uamix_fairseq.tools.hear.load_model, got "
                         f"{type(model).__name__}")
     if not isinstance(audio, Tensor):
         raise TypeError(f"audio must be a torch.Tensor [n_sounds, n_samples], got "

@@ -2,28 +2,28 @@
 checkpoint in the official AudioMAE layout,
 for AudioMAE's own fine-tuning code, timm ports, or ``load_audiomae``:
 
-    python -m uamix_fairseq.export CHECKPOINT.pt OUT.pth
+    python -m uamix_fairseq.tools.export CHECKPOINT.pt OUT.pth
 """
 
 import argparse
 import sys
 from typing import Optional, Sequence
 
-from .modules.audiomae import CheckpointError, _read_file, load_audiomae, save_audiomae
+from ..modules.audiomae import CheckpointError, read_checkpoint_file, load_audiomae, save_audiomae
 
 
 def decoder_entries(path) -> dict:
     """The MAE decoder of a checkpoint of this plugin's `uamix_audiomae_mae` or
     `uamix_audiomae_joint` model (kept under ``decoder.``), with official key names;
     {} when there is none."""
-    obj = _read_file(path)
+    obj = read_checkpoint_file(path)
     state = obj.get("model", obj) if isinstance(obj.get("model", obj), dict) else obj
     return {k[len("decoder."):]: v for k, v in state.items()
             if k.startswith("decoder.") and hasattr(v, "shape")}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m uamix_fairseq.export",
+    parser = argparse.ArgumentParser(prog="python -m uamix_fairseq.tools.export",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", help="fairseq checkpoint written by this plugin "
                         "(or any file load_audiomae reads)")

@@ -1,7 +1,7 @@
 """t-SNE scatter plots of clip embeddings, coloured by class, for one encoder or two side
 by side (e.g. the AudioMAE checkpoint before and after uaMix-MAE tuning):
 
-    python -m uamix_fairseq.tsne --manifest valid.tsv \\
+    python -m uamix_fairseq.tools.tsne --manifest valid.tsv \\
         --encoder audiomae.pth --name before --encoder tuned.pth --name after \\
         --out tsne.png
 
@@ -9,7 +9,7 @@ The labels come from the ``.label`` file beside the manifest (``--labels`` for a
 one); a multi-label clip is coloured by its first class. With more clips than
 ``--max-clips`` a stratified subset is drawn (seeded; every class keeps its share, and
 at least one clip while there is room), and the same clips are used for every
-encoder. Embeddings come from ``uamix_fairseq.embed`` (same features and pooling as the
+encoder. Embeddings come from ``uamix_fairseq.tools.embed`` (same features and pooling as the
 other evaluation tools; ``--cache-dir`` reuses them). Each encoder's embeddings get
 their own ``sklearn.manifold.TSNE`` (PCA initialisation, fixed ``--seed``); the
 perplexity is lowered to ``(N - 1) / 3`` when there are few clips. The 2-D points can be
@@ -27,8 +27,8 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 
 from .export_embeddings import add_embedding_arguments, embed_clips, embedding_kwargs
-from .labels import read_labels
-from .manifest import read_manifest, write_manifest
+from ..labels import read_labels
+from ..manifest import read_manifest, write_manifest
 
 __all__ = [
     "effective_perplexity",

@@ -24,9 +24,9 @@ from typing import Iterator, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from .modules.audiomae import AudioMAEEncoder, load_audiomae
-from .audio.features import NORM_STATS
-from .audio.frontend import FrontendConfig, batch_fbank, model_input
+from ..modules.audiomae import AudioMAEEncoder, load_audiomae
+from ..audio.features import NORM_STATS
+from ..audio.frontend import FrontendConfig, batch_fbank, model_input
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def _file_key(path) -> str:
 def _audio_files_key(manifest_path, text: bytes) -> bytes:
     """Size and modification time of every audio file of the manifest (a file that
     cannot be stat'ed counts as missing; reading it later raises the real error)."""
-    from .manifest import ManifestError, read_manifest
+    from ..manifest import ManifestError, read_manifest
 
     try:
         clips = read_manifest(manifest_path)
@@ -125,7 +125,7 @@ BAD_CLIP_HINT = ("every clip gets an embedding: re-encode or remove the file fro
 def clip_dataset(manifest_path, cfg: EmbedConfig):
     """The manifest's clips as evaluation sees them: cropped from the start to the
     samples of ``cfg.num_frames`` frames, each clip's mean removed (fairseq-backed)."""
-    from .data.audio_dataset import AudioClipDataset
+    from ..data.audio_dataset import AudioClipDataset
 
     return AudioClipDataset(str(manifest_path), max_samples=cfg.frontend().max_samples,
                             sample_rate=cfg.sample_rate, resample=cfg.resample,
@@ -170,7 +170,7 @@ def embed_manifest(encoder: AudioMAEEncoder, manifest_path, cfg: EmbedConfig,
 def real_frames(lengths, frontend: FrontendConfig) -> torch.Tensor:
     """Real (not padded) frames [B] of clips of ``lengths`` samples in a crop of
     ``frontend.num_frames`` frames (as ``frontend.batch_fbank`` counts them)."""
-    from .audio.features import num_frames as frames_for_samples
+    from ..audio.features import num_frames as frames_for_samples
 
     return torch.tensor([frames_for_samples(int(n), frontend.sample_rate)
                          for n in torch.as_tensor(lengths).tolist()]
@@ -219,7 +219,7 @@ def baseline_manifest(name: str, manifest_path, cfg: EmbedConfig, device="cpu",
     """Features [N, D] (float32) of the no-learning baseline ``name`` (a key of
     ``evaluation.baselines.BASELINES``) for the manifest's clips, from exactly the
     normalised fbank crop the encoders see under ``cfg``, real frames only."""
-    from .evaluation.baselines import BASELINES
+    from ..evaluation.baselines import BASELINES
 
     if name not in BASELINES:
         raise ValueError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}")

@@ -1,10 +1,10 @@
 """Export clip embeddings of an encoder for a manifest or a folder of audio.
 
-    python -m uamix_fairseq.export_embeddings --encoder ENC --manifest train.tsv --out emb.npz
-    python -m uamix_fairseq.export_embeddings --encoder ENC --audio-dir clips/ --out emb.npy
+    python -m uamix_fairseq.tools.export_embeddings --encoder ENC --manifest train.tsv --out emb.npz
+    python -m uamix_fairseq.tools.export_embeddings --encoder ENC --audio-dir clips/ --out emb.npy
 
 ``ENC`` is anything ``load_audiomae`` reads: an official AudioMAE ``.pth``, a file written
-by ``uamix_fairseq.export``/``save_audiomae``, or a fairseq checkpoint of this plugin.
+by ``uamix_fairseq.tools.export``/``save_audiomae``, or a fairseq checkpoint of this plugin.
 
 Outputs (chosen by the suffix of ``--out``):
 
@@ -18,7 +18,7 @@ There is one data path: a folder is first described by a temporary manifest
 (``make_manifests``: recursive, every format libsndfile reads, files sorted by relative
 path, unreadable files skipped and reported), screened by decoding each file (silent,
 truncated or too short files skipped and reported too: one rule), then embedded by
-``uamix_fairseq.embed`` exactly as the evaluation tools embed a manifest (crop from the
+``uamix_fairseq.tools.embed`` exactly as the evaluation tools embed a manifest (crop from the
 start or zero-pad to ``--num-frames`` frames, by default the encoder's own length, as
 ``uamix-fewshot``/``uamix-probe`` do; AudioMAE normalisation; the readout options
 ``--layer``, ``--final-norm``, ``--pool-real-patches`` and ``--pooling``).
@@ -35,11 +35,11 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from .modules.audiomae import AudioMAEEncoder, load_audiomae
+from ..modules.audiomae import AudioMAEEncoder, load_audiomae
 from .embed import EmbedConfig, cached_embeddings, check_readout, embed_manifest
-from .audio.features import NORM_STATS
-from .labels import label_path_for, read_labels
-from .manifest import ManifestError, make_manifests, read_manifest, write_manifest
+from ..audio.features import NORM_STATS
+from ..labels import label_path_for, read_labels
+from ..manifest import ManifestError, make_manifests, read_manifest, write_manifest
 
 __all__ = [
     "audio_extensions",
@@ -136,7 +136,7 @@ def embed_clips(encoder_path, manifest_path, num_frames: Optional[int] = None,
                 final_norm: bool = True, pool_real_patches: bool = False
                 ) -> Tuple[np.ndarray, EmbedConfig]:
     """Embeddings ``[N, D]`` of the manifest's clips by the encoder file, in manifest
-    order, through ``uamix_fairseq.embed``; and the ``EmbedConfig`` used.
+    order, through ``uamix_fairseq.tools.embed``; and the ``EmbedConfig`` used.
 
     ``num_frames=None`` takes the encoder file's own input length. The encoder is read
     first, so a bad checkpoint fails before any audio is decoded.
@@ -178,7 +178,7 @@ def _screen_folder_clips(manifest_path, out_manifest, audio_dir, cfg: EmbedConfi
     (silent, too short, NaN, truncated); write the good ones to ``out_manifest``.
     Returns the warnings naming the skipped files. Unreadable files were already
     skipped by ``make_manifests``: one rule for every bad file of a folder."""
-    from .audio.decode import AudioError, load_audio
+    from ..audio.decode import AudioError, load_audio
 
     clips = read_manifest(manifest_path)
     good, bad = [], []
@@ -326,7 +326,7 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Clip embeddings [N, D] of an encoder for a manifest or a folder of "
         "audio, written as .npy (+ .txt of paths) or .npz (embeddings, paths, labels).")
     parser.add_argument("--encoder", required=True,
-                        help="AudioMAE .pth, a file written by uamix_fairseq.export, or a "
+                        help="AudioMAE .pth, a file written by uamix_fairseq.tools.export, or a "
                         "fairseq checkpoint of this plugin")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--manifest", help="fairseq manifest (.tsv); a .label file beside "
