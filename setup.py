@@ -38,7 +38,6 @@ setup(
     entry_points={
         "console_scripts": [
             "uamix-manifest=uamix_fairseq.manifest:main",
-            "uamix-demo-data=uamix_fairseq.demo_data:main",
             "uamix-export=uamix_fairseq.tools.export:main",
             "uamix-prepare=uamix_fairseq.prepare.cli:main",
             "uamix-embed=uamix_fairseq.tools.export_embeddings:main",

@@ -52,7 +52,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from uamix_fairseq.demo_pipeline import cpu_model  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "demo"))
+from demo_pipeline import cpu_model  # noqa: E402
 from uamix_fairseq.modules.audiomae import (  # noqa: E402
     AudioMAEEncoder,
     EncoderConfig,

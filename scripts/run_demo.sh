@@ -5,7 +5,7 @@
 #   bash scripts/run_demo.sh [OUT_DIR] [--quick] [--joint] [--seed N] [--overwrite]
 # Everything lands in OUT_DIR (default ./demo_run): corpus/, <stage>/checkpoints,
 # encoders/, tensorboard/, logs/, fewshot/ (table, CSV, JSON, plot), results.json.
-# See `python -m uamix_fairseq.demo_pipeline --help`.
+# See `python examples/demo/demo_pipeline.py --help`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-demo_run}
@@ -17,4 +17,4 @@ bash scripts/install.sh
 # that wait on each other whenever anything else runs on the machine (README,
 # Performance).
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-exec "$PY" -m uamix_fairseq.demo_pipeline "$OUT" "$@"
+exec "$PY" examples/demo/demo_pipeline.py "$OUT" "$@"

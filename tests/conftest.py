@@ -7,6 +7,10 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
+# The main job's corpus and pipeline are an example (examples/demo/), not library code.
+DEMO = os.path.join(REPO, "examples", "demo")
+if DEMO not in sys.path:
+    sys.path.insert(0, DEMO)
 
 from uamix_fairseq.modules.audiomae import EncoderConfig  # noqa: E402
 

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 from uamix_fairseq.modules.audiomae import EncoderConfig, write_random_audiomae
-from uamix_fairseq.demo_data import make_demo_corpus
+from demo_data import make_demo_corpus
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 USER_DIR = os.path.join(REPO, "uamix_fairseq")

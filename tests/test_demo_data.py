@@ -1,4 +1,4 @@
-"""Tests of uamix_fairseq.demo_data: the deterministic synthetic demo corpus."""
+"""Tests of examples/demo/demo_data.py: the deterministic synthetic demo corpus."""
 
 import json
 import os
@@ -12,9 +12,9 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from uamix_fairseq import demo_data
+import demo_data
 from uamix_fairseq.audio.decode import load_audio
-from uamix_fairseq.demo_data import (CLASSES, HELDOUT_CLASSES, SEEN_CLASSES, SHORTEST_FRACTION, main,
+from demo_data import (CLASSES, HELDOUT_CLASSES, SEEN_CLASSES, SHORTEST_FRACTION, main,
                                      make_demo_corpus, synthesize_clip)
 from uamix_fairseq.audio.features import compute_fbank
 from uamix_fairseq.manifest import read_manifest

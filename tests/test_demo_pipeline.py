@@ -1,4 +1,4 @@
-"""The README's main job (scripts/run_demo.sh -> uamix_fairseq.demo_pipeline) in its
+"""The README's main job (scripts/run_demo.sh -> examples/demo/demo_pipeline.py) in its
 shortened mode: every stage runs for real through fairseq-hydra-train, at toy size."""
 
 import json
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from uamix_fairseq.modules.audiomae import load_audiomae
-from uamix_fairseq.demo_pipeline import PipelineError, main, run_pipeline
+from demo_pipeline import PipelineError, main, run_pipeline
 
 
 @pytest.fixture(scope="module")

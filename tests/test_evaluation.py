@@ -407,7 +407,7 @@ def test_plot_title_stays_inside_the_figure(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    from uamix_fairseq import demo_data
+    import demo_data
     from uamix_fairseq.modules.audiomae import EncoderConfig, write_random_audiomae
 
     root = tmp_path_factory.mktemp("evaluation")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from uamix_fairseq import demo_data
+import demo_data
 from uamix_fairseq.modules.audiomae import EncoderConfig, write_random_audiomae
 from uamix_fairseq.tools.embed import EmbedConfig, embed_manifest, load_encoder
 from uamix_fairseq.tools.export_embeddings import audio_extensions, export_embeddings, main

@@ -27,8 +27,8 @@ from uamix_fairseq.criterions import uamix_classification as crit_mod
 from uamix_fairseq.criterions.uamix_classification import (UamixClassificationConfig,
                                                            UamixClassificationCriterion,
                                                            soft_cross_entropy)
-from uamix_fairseq.demo_data import SEEN_CLASSES
-from uamix_fairseq.demo_data import main as demo_data_main
+from demo_data import SEEN_CLASSES
+from demo_data import main as demo_data_main
 from uamix_fairseq.labels import LabelError
 from uamix_fairseq.manifest import read_manifest
 from uamix_fairseq.models.uamix_audiomae_classifier import (UamixAudioMAEClassifier,

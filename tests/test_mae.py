@@ -14,7 +14,7 @@ from uamix_fairseq.modules.mae import (MAEDecoder, encode_visible, mask_tokens, 
                                normalized_targets, patchify, random_masking, unpatchify,
                                visible_count, window_attention_mask)
 
-from fairseq_helpers import USER_DIR, run_train
+from fairseq_helpers import REPO, USER_DIR, run_train
 
 
 # ------------------------------------------------------------------ plain PyTorch
@@ -245,7 +245,7 @@ def setup(tmp_path_factory):
     corpus = str(root / "corpus")
     import subprocess
     import sys
-    subprocess.run([sys.executable, "-m", "uamix_fairseq.demo_data", corpus,
+    subprocess.run([sys.executable, os.path.join(REPO, "examples", "demo", "demo_data.py"), corpus,
                     "--clips-per-class", "4", "--seconds", "0.5"], check=True,
                    capture_output=True)
     ckpt = str(root / "tiny.pth")

@@ -6,7 +6,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from uamix_fairseq import demo_data
+import demo_data
 from uamix_fairseq.modules.audiomae import EncoderConfig, write_random_audiomae
 from uamix_fairseq.manifest import read_manifest
 from uamix_fairseq.tools.tsne import effective_perplexity, main, plot_tsne, stratified_subsample, tsne_2d

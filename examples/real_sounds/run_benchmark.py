@@ -38,9 +38,9 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.join(REPO, "examples", "demo"))  # the main job's stage runner
 
-from uamix_fairseq.demo_pipeline import (PipelineError, cpu_model, export_encoder,  # noqa: E402
-                                         train_stages)
+from demo_pipeline import PipelineError, cpu_model, export_encoder, train_stages  # noqa: E402
 
 SETS = ("speakers", "fillets_voices", "sonicpi_families", "ufoai_categories")
 FEWSHOT = ["--ways", "5", "--shots", "1", "5", "--queries", "10", "--episodes", "300",

@@ -1,6 +1,6 @@
 """The README's main job: pretrain a small AudioMAE, tune it, measure the few-shot gain.
 
-    python -m uamix_fairseq.demo_pipeline OUT_DIR [--quick] [--joint] [--seed 1]
+    python examples/demo/demo_pipeline.py OUT_DIR [--quick] [--joint] [--seed 1]
 
 Stages, each a plain ``fairseq-hydra-train`` run with a yaml from ``configs/`` (the log
 of each is in OUT_DIR/logs/, its checkpoints in OUT_DIR/<stage>/checkpoints, its
@@ -42,9 +42,9 @@ import threading
 import time
 from typing import Dict, List, Optional, Sequence
 
-from .modules.audiomae import EncoderConfig, write_random_audiomae
+from uamix_fairseq.modules.audiomae import EncoderConfig, write_random_audiomae
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG_DIR = os.path.join(REPO, "configs")
 USER_DIR = os.path.join(REPO, "uamix_fairseq")
 
@@ -156,7 +156,7 @@ def updates_done(out_dir: str, stage: str) -> int:
 
 
 def export_encoder(stage: str, out_dir: str) -> str:
-    from .tools.export import main as export_main
+    from uamix_fairseq.tools.export import main as export_main
 
     path = os.path.join(out_dir, "encoders", f"{stage}.pth")
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -191,8 +191,8 @@ def _clear_previous_run(out_dir: str, overwrite: bool):
 
 def run_pipeline(out_dir: str, quick: bool = False, joint: bool = False, seed: int = 1,
                  threads: int = 1, overwrite: bool = False, parallel: bool = True) -> Dict:
-    from .demo_data import make_demo_corpus
-    from .evaluation.fewshot import main as fewshot_main
+    from demo_data import make_demo_corpus
+    from uamix_fairseq.evaluation.fewshot import main as fewshot_main
 
     plan = QUICK if quick else FULL
     out_dir = os.path.abspath(out_dir)
@@ -332,7 +332,7 @@ def _print_summary(out_dir: str, results: Dict):
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m uamix_fairseq.demo_pipeline",
+    parser = argparse.ArgumentParser(prog="python examples/demo/demo_pipeline.py",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", help="folder for the corpus, checkpoints, logs, results")
     parser.add_argument("--quick", action="store_true",

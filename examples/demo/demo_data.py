@@ -22,7 +22,7 @@ structures and timbres of the seen ones.
 
 Command line::
 
-    python -m uamix_fairseq.demo_data OUT_DIR --clips-per-class 40 --seconds 2
+    python examples/demo/demo_data.py OUT_DIR --clips-per-class 40 --seconds 2
 """
 
 import argparse
@@ -34,7 +34,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 import soundfile as sf
 
-from .manifest import write_manifest
+from uamix_fairseq.manifest import write_manifest
 
 __all__ = ["CLASSES", "HELDOUT_CLASSES", "RECIPES", "SEEN_CLASSES", "SHORTEST_FRACTION",
            "main", "make_demo_corpus", "synthesize_clip"]
@@ -513,7 +513,7 @@ def make_demo_corpus(
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Command-line entry point; prints the summary as JSON."""
     parser = argparse.ArgumentParser(
-        prog="python -m uamix_fairseq.demo_data",
+        prog="python examples/demo/demo_data.py",
         description="Write the deterministic synthetic demo corpus (wav files, manifests, labels): "
         f"{len(SEEN_CLASSES)} seen classes in train/valid.tsv, {len(HELDOUT_CLASSES)} held-out "
         "classes in heldout.tsv.",
