@@ -239,23 +239,34 @@ def baseline_manifest(name: str, manifest_path, cfg: EmbedConfig, device="cpu",
     return out
 
 
+def _through_cache(cache_dir: Optional[str], key: str, what: str, compute) -> np.ndarray:
+    """``compute()``, or its array saved as ``<cache_dir>/<key>.npy`` by an earlier call.
+
+    The file is written to a temporary name and renamed, so an interrupted run never
+    leaves a truncated cache entry. ``cache_dir`` None disables the cache.
+    """
+    if not cache_dir:
+        return compute()
+    os.makedirs(cache_dir, exist_ok=True)
+    path = os.path.join(cache_dir, key + ".npy")
+    if os.path.exists(path):
+        logger.info("%s from cache %s", what, path)
+        return np.load(path)
+    arr = compute()
+    tmp = path + ".tmp.npy"
+    np.save(tmp, arr)
+    os.replace(tmp, path)
+    return arr
+
+
 def cached_baseline(name: str, manifest_path, cfg: EmbedConfig,
                     cache_dir: Optional[str] = None, device="cpu",
                     progress: bool = True) -> np.ndarray:
     """``baseline_manifest`` with the on-disk cache of ``cached_embeddings``."""
-    path = None
-    if cache_dir:
-        os.makedirs(cache_dir, exist_ok=True)
-        path = os.path.join(cache_dir, baseline_cache_key(name, manifest_path, cfg) + ".npy")
-        if os.path.exists(path):
-            logger.info("%s features of %s from cache %s", name, manifest_path, path)
-            return np.load(path)
-    feats = baseline_manifest(name, manifest_path, cfg, device, progress)
-    if path:
-        tmp = path + ".tmp.npy"
-        np.save(tmp, feats)
-        os.replace(tmp, path)
-    return feats
+    return _through_cache(
+        cache_dir, baseline_cache_key(name, manifest_path, cfg),
+        f"{name} features of {manifest_path}",
+        lambda: baseline_manifest(name, manifest_path, cfg, device, progress))
 
 
 def load_encoder(path, cfg: EmbedConfig) -> AudioMAEEncoder:
@@ -266,15 +277,8 @@ def cached_embeddings(encoder_path, manifest_path, cfg: EmbedConfig,
                       cache_dir: Optional[str] = None, device="cpu",
                       progress: bool = True) -> np.ndarray:
     """``embed_manifest`` with an on-disk cache (``cache_dir``; None disables it)."""
-    if cache_dir:
-        os.makedirs(cache_dir, exist_ok=True)
-        path = os.path.join(cache_dir, cache_key(encoder_path, manifest_path, cfg) + ".npy")
-        if os.path.exists(path):
-            logger.info("embeddings of %s by %s from cache %s", manifest_path, encoder_path, path)
-            return np.load(path)
-    emb = embed_manifest(load_encoder(encoder_path, cfg), manifest_path, cfg, device, progress)
-    if cache_dir:
-        tmp = path + ".tmp.npy"
-        np.save(tmp, emb)
-        os.replace(tmp, path)
-    return emb
+    return _through_cache(
+        cache_dir, cache_key(encoder_path, manifest_path, cfg),
+        f"embeddings of {manifest_path} by {encoder_path}",
+        lambda: embed_manifest(load_encoder(encoder_path, cfg), manifest_path, cfg,
+                               device, progress))
