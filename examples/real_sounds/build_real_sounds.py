@@ -609,6 +609,22 @@ def build_pool(out_dir: str, seed: int,
         raise BuildError("the unlabelled pool is empty: no readable, non-silent audio "
                          f"in {', '.join(POOL_PACKAGES)}")
 
+    summary = write_grouped_split(out_dir, "pool", audio_root, groups, seed)
+    summary.update({
+        "long_files_cut": long_files,
+        "clips_per_package": per_package,
+        "dropped_files": dict(sorted(dropped.items())),
+        "excludes": list(HELD_OUT_SETS),
+    })
+    return summary
+
+
+def write_grouped_split(out_dir: str, name: str, audio_root: str,
+                        groups: List[List[Tuple[str, int]]], seed: int) -> dict:
+    """Write ``<out_dir>/<name>/{train,valid}.tsv`` from ``groups`` (the clips of one
+    source file, as ``(path under audio_root, samples)``): valid is about
+    ``VALID_FRACTION`` of the clips, at least ``MIN_VALID_CLIPS``, and the clips of one
+    source file never straddle the two."""
     total = sum(len(g) for g in groups)
     wanted = min(max(MIN_VALID_CLIPS, int(round(VALID_FRACTION * total))), total - 1)
     order = np.random.default_rng([seed, 2000]).permutation(len(groups))
@@ -620,13 +636,13 @@ def build_pool(out_dir: str, seed: int,
         else:
             train.extend(groups[i])
     if not train:
-        raise BuildError("the pool is too small to keep a train split beside a valid split "
-                         f"of {MIN_VALID_CLIPS} clips")
+        raise BuildError(f"the {name} set is too small to keep a train split beside a "
+                         f"valid split of {MIN_VALID_CLIPS} clips")
     train.sort()
     valid.sort()
     root = os.path.abspath(audio_root)
-    write_manifest(os.path.join(out_dir, "pool", "train.tsv"), root, train)
-    write_manifest(os.path.join(out_dir, "pool", "valid.tsv"), root, valid)
+    write_manifest(os.path.join(out_dir, name, "train.tsv"), root, train)
+    write_manifest(os.path.join(out_dir, name, "valid.tsv"), root, valid)
     return {
         "train_clips": len(train),
         "valid_clips": len(valid),
@@ -635,12 +651,8 @@ def build_pool(out_dir: str, seed: int,
         "train_hours": _hours([s for _, s in train]),
         "valid_hours": _hours([s for _, s in valid]),
         "source_files": len(groups),
-        "long_files_cut": long_files,
-        "clips_per_package": per_package,
-        "dropped_files": dict(sorted(dropped.items())),
-        "excludes": list(HELD_OUT_SETS),
-        "train_manifest": os.path.join(out_dir, "pool", "train.tsv"),
-        "valid_manifest": os.path.join(out_dir, "pool", "valid.tsv"),
+        "train_manifest": os.path.join(out_dir, name, "train.tsv"),
+        "valid_manifest": os.path.join(out_dir, name, "valid.tsv"),
     }
 
 
