@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The main job on the embedded default, on CPU: install, generate the demo corpus,
-# pretrain a small AudioMAE from scratch, tune it with uaMix (and without mixtures for
-# comparison), and evaluate all encoders few-shot on held-out classes.
-#   bash scripts/run_demo.sh [OUT_DIR] [--quick] [--joint] [--seed N] [--overwrite]
+# tune the AudioMAE shipped in pretrained/ with uaMix (and without mixtures for
+# comparison; --start scratch pretrains one on the corpus first), and evaluate all
+# encoders few-shot on held-out classes.
+#   bash scripts/run_demo.sh [OUT_DIR] [--start shipped|scratch] [--quick] [--joint] [--seed N] [--overwrite]
 # Everything lands in OUT_DIR (default ./demo_run): corpus/, <stage>/checkpoints,
 # encoders/, tensorboard/, logs/, fewshot/ (table, CSV, JSON, plot), results.json.
 # See `python examples/demo/demo_pipeline.py --help`.

@@ -8,14 +8,52 @@ import pytest
 import torch
 
 from uamix_fairseq.modules.audiomae import load_audiomae
-from demo_pipeline import PipelineError, main, run_pipeline
+from demo_pipeline import SHIPPED, PipelineError, main, run_pipeline
 
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
+    """MAE pretraining from scratch, the tunings and the joint baseline."""
     out = tmp_path_factory.mktemp("pipeline")
-    results = run_pipeline(str(out), quick=True, joint=True, seed=1)
+    results = run_pipeline(str(out), quick=True, joint=True, seed=1, start="scratch")
     return out, results
+
+
+@pytest.fixture(scope="module")
+def shipped_run(tmp_path_factory):
+    """The default: the tunings start from the AudioMAE shipped in pretrained/."""
+    out = tmp_path_factory.mktemp("pipeline_shipped")
+    return out, run_pipeline(str(out), quick=True, seed=1)
+
+
+def test_default_start_is_the_shipped_checkpoint(shipped_run):
+    out, results = shipped_run
+    assert results["start"] == "shipped"
+    assert results["encoders"]["mae"] == SHIPPED
+    assert "mae" not in results["seconds"] and not (out / "mae").exists()
+    assert results["updates"] == {"uamix": 3, "none": 3, "sup": 3}
+    for stage in ("uamix", "none", "sup"):
+        command = (out / "logs" / f"{stage}.log").read_text().splitlines()[0]
+        assert SHIPPED in command
+    # The shipped encoder has 6 blocks: the tunings train the top 3 after the warm-up,
+    # and the random row has the shipped architecture.
+    assert "model.freeze_schedule='[(0, 0), (2, 3)]'" in \
+        (out / "logs" / "uamix.log").read_text().splitlines()[0]
+    shipped, random = load_audiomae(SHIPPED), load_audiomae(results["encoders"]["random"])
+    assert random.cfg == shipped.cfg
+    start = shipped.state_dict()
+    tuned = load_audiomae(results["encoders"]["uamix"]).state_dict()
+    assert all(torch.equal(start[k], tuned[k]) for k in start if k.startswith("blocks.0."))
+    assert any(not torch.equal(start[k], tuned[k]) for k in start if k.startswith("blocks.5."))
+    names = {e["name"] for e in results["fewshot"]["encoders"]}
+    assert names == {"random", "mae", "none", "uamix", "sup", "fbank-stats"}
+
+
+def test_joint_needs_the_scratch_start(tmp_path):
+    with pytest.raises(PipelineError, match="--start scratch"):
+        run_pipeline(str(tmp_path), quick=True, joint=True)
+    with pytest.raises(PipelineError, match="unknown start 'mine'"):
+        run_pipeline(str(tmp_path), quick=True, start="mine")
 
 
 def test_every_stage_ran_and_is_recorded(quick_run):

@@ -1,6 +1,7 @@
-"""The README's main job: pretrain a small AudioMAE, tune it, measure the few-shot gain.
+"""The README's main job: tune a pretrained AudioMAE, measure the few-shot gain.
 
-    python examples/demo/demo_pipeline.py OUT_DIR [--quick] [--joint] [--seed 1]
+    python examples/demo/demo_pipeline.py OUT_DIR [--start shipped|scratch] [--quick]
+        [--joint] [--seed 1]
 
 Stages, each a plain ``fairseq-hydra-train`` run with a yaml from ``configs/`` (the log
 of each is in OUT_DIR/logs/, its checkpoints in OUT_DIR/<stage>/checkpoints, its
@@ -9,7 +10,11 @@ tensorboard events in OUT_DIR/tensorboard/<stage>):
 1. ``corpus``: the synthetic demo corpus (``demo_data``): seen classes for pretraining
    and tuning (labels unused, except by ``sup``), held-out classes for the evaluation,
    and further clips of the seen classes (``seen_test``), never trained on.
-2. ``mae``: masked-autoencoder pretraining from scratch (configs/mae_demo.yaml).
+2. ``mae``: the start of every tuning. By default (``--start shipped``) the AudioMAE
+   shipped in ``pretrained/`` (pretrained on permissively licensed real recordings,
+   pretrained/README.md), as a user starts from a published checkpoint; with
+   ``--start scratch``, masked-autoencoder pretraining on the corpus from a random
+   start (configs/mae_demo.yaml).
 3. ``uamix``: uaMix tuning of the MAE encoder (configs/demo.yaml, T-CutMix), and
 4. ``none``: the same tuning without mixtures (``criterion.mix_mode=none``), side by
    side with ``uamix`` (one process each; ``--sequential`` to time them alone).
@@ -19,7 +24,7 @@ tensorboard events in OUT_DIR/tensorboard/<stage>):
    updates: what labels give, where the tunings have none.
 6. ``joint`` (with ``--joint``): the naive baseline, MAE + NNCLR losses on the whole
    encoder from the same random start (configs/joint_demo.yaml), stopped after the
-   wall-clock time of stages 2 and 3 together (equal compute).
+   wall-clock time of stages 2 and 3 together (equal compute); needs ``--start scratch``.
 7. ``fewshot``: N-way k-shot evaluation (``uamix-fewshot``) of every encoder, plus a
    randomly initialised one and the no-learning fbank baseline for reference, on the
    held-out classes (OUT_DIR/fewshot/) and on the held-out clips of the seen classes
@@ -46,6 +51,8 @@ from uamix_fairseq.modules.audiomae import EncoderConfig, write_random_audiomae
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG_DIR = os.path.join(REPO, "configs")
+SHIPPED = os.path.join(REPO, "pretrained", "audiomae_6x192_permissive.pth")
+STARTS = ("shipped", "scratch")
 USER_DIR = os.path.join(REPO, "uamix_fairseq")
 
 # Shared by every stage: the demo's clip crops and the encoder the MAE stage builds.
@@ -190,10 +197,16 @@ def _clear_previous_run(out_dir: str, overwrite: bool):
 
 
 def run_pipeline(out_dir: str, quick: bool = False, joint: bool = False, seed: int = 1,
-                 threads: int = 1, overwrite: bool = False, parallel: bool = True) -> Dict:
+                 threads: int = 1, overwrite: bool = False, parallel: bool = True,
+                 start: str = "shipped") -> Dict:
     from demo_data import make_demo_corpus
     from uamix_fairseq.evaluation.fewshot import main as fewshot_main
 
+    if start not in STARTS:
+        raise PipelineError(f"unknown start {start!r}; choose one of {', '.join(STARTS)}")
+    if joint and start != "scratch":
+        raise PipelineError("--joint compares with MAE pretraining from scratch at equal "
+                            "compute: add --start scratch")
     plan = QUICK if quick else FULL
     out_dir = os.path.abspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
@@ -202,9 +215,9 @@ def run_pipeline(out_dir: str, quick: bool = False, joint: bool = False, seed: i
     t0 = time.perf_counter()
 
     corpus = os.path.join(out_dir, "corpus")
-    start = time.perf_counter()
+    tic = time.perf_counter()
     summary = make_demo_corpus(corpus, seed=0, **plan["corpus"])
-    timings["corpus"] = time.perf_counter() - start
+    timings["corpus"] = time.perf_counter() - tic
     print(f"[corpus] {summary['num_train']} train + {summary['num_valid']} valid clips of "
           f"{len(summary['seen_classes'])} seen classes; {summary['num_heldout']} clips of "
           f"{len(summary['heldout_classes'])} held-out classes ({timings['corpus']:.0f} s)",
@@ -212,7 +225,7 @@ def run_pipeline(out_dir: str, quick: bool = False, joint: bool = False, seed: i
 
     # One random initialisation, the start of both the MAE and the joint run, and the
     # "random" row of the table (the same architecture, never trained).
-    enc = plan["encoder"]
+    enc = plan["encoder"] if start == "scratch" else shipped_shape()
     encoders = {"random": os.path.join(out_dir, "encoders", "random.pth")}
     os.makedirs(os.path.dirname(encoders["random"]), exist_ok=True)
     write_random_audiomae(encoders["random"], EncoderConfig(num_frames=NUM_FRAMES, **enc),
@@ -223,9 +236,14 @@ def run_pipeline(out_dir: str, quick: bool = False, joint: bool = False, seed: i
     from_random = [f"model.audiomae_checkpoint={encoders['random']}"]
     head, decoder = plan["head_overrides"], plan["decoder_overrides"]
 
-    timings.update(train_stages([("mae", "mae_demo", common + from_random + decoder + [
-        f"optimization.max_update={plan['mae_updates']}"])], out_dir, threads))
-    encoders["mae"] = export_encoder("mae", out_dir)
+    if start == "scratch":
+        timings.update(train_stages([("mae", "mae_demo", common + from_random + decoder + [
+            f"optimization.max_update={plan['mae_updates']}"])], out_dir, threads))
+        encoders["mae"] = export_encoder("mae", out_dir)
+    else:
+        encoders["mae"] = SHIPPED
+        print(f"[mae] starting from the shipped AudioMAE {os.path.relpath(SHIPPED, REPO)}",
+              flush=True)
 
     half = enc["depth"] // 2
     schedule = f"model.freeze_schedule='[(0, 0), ({plan['tune_unfreeze']}, {half})]'"
@@ -257,7 +275,7 @@ def run_pipeline(out_dir: str, quick: bool = False, joint: bool = False, seed: i
 
     names = ["random", "mae", "none", "uamix", "sup"] + (["joint"] if joint else [])
     fewshot = {}
-    start = time.perf_counter()
+    tic = time.perf_counter()
     for folder, split, what in (("fewshot", "heldout", "the held-out classes"),
                                 ("fewshot_seen", "seen_test", "held-out clips of the seen "
                                  "classes")):
@@ -275,15 +293,16 @@ def run_pipeline(out_dir: str, quick: bool = False, joint: bool = False, seed: i
             raise PipelineError("the few-shot evaluation failed (see the error above)")
         with open(os.path.join(out_dir, folder, "fewshot.json")) as f:
             fewshot[split] = json.load(f)
-    timings["fewshot"] = time.perf_counter() - start
+    timings["fewshot"] = time.perf_counter() - tic
     timings["total"] = time.perf_counter() - t0
     results = {
-        "quick": quick, "seed": seed, "threads": threads, "parallel_tuning": parallel,
+        "quick": quick, "start": start, "seed": seed, "threads": threads,
+        "parallel_tuning": parallel,
         "machine": {"cpu": cpu_model(), "cores": os.cpu_count(),
                     "python": platform.python_version()},
         "seconds": {k: round(v, 1) for k, v in timings.items()},
         "updates": {stage: updates_done(out_dir, stage) for stage in encoders
-                    if stage != "random"},
+                    if stage != "random" and encoders[stage] != SHIPPED},
         "encoders": encoders, "corpus": summary,
         "fewshot": fewshot["heldout"], "fewshot_seen": fewshot["seen_test"],
     }
@@ -291,6 +310,18 @@ def run_pipeline(out_dir: str, quick: bool = False, joint: bool = False, seed: i
         json.dump(results, f, indent=1)
     _print_summary(out_dir, results)
     return results
+
+
+def shipped_shape() -> Dict[str, int]:
+    """The shipped encoder's width, depth and heads (the random row's architecture)."""
+    from uamix_fairseq.modules.audiomae import read_checkpoint_file
+
+    if not os.path.isfile(SHIPPED):
+        raise PipelineError(f"the shipped AudioMAE {SHIPPED} is missing; restore it from "
+                            "the repository (git checkout -- pretrained/) or pass "
+                            "--start scratch")
+    cfg = read_checkpoint_file(SHIPPED)["uamix_encoder_config"]
+    return {k: cfg[k] for k in ("embed_dim", "depth", "num_heads")}
 
 
 def supervised_overrides(mae: str, updates: int, schedule: str) -> List[str]:
@@ -335,6 +366,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python examples/demo/demo_pipeline.py",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", help="folder for the corpus, checkpoints, logs, results")
+    parser.add_argument("--start", choices=STARTS, default="shipped",
+                        help="start of the tunings: the AudioMAE shipped in pretrained/ "
+                        "(default) or MAE pretraining on the demo corpus from scratch")
     parser.add_argument("--quick", action="store_true",
                         help="tiny corpus, model and runs: checks the path, not the method")
     parser.add_argument("--joint", action="store_true",
@@ -352,7 +386,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         run_pipeline(args.out_dir, args.quick, args.joint, args.seed, args.threads,
-                     args.overwrite, parallel=not args.sequential)
+                     args.overwrite, parallel=not args.sequential, start=args.start)
     except PipelineError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -26,6 +26,7 @@ the counts, package versions and licence names. Needs ``apt-get`` and ``dpkg-deb
 """
 
 import argparse
+import glob
 import hashlib
 import json
 import os
@@ -126,7 +127,9 @@ def flite_speech(tree: str, lib_tree: str, clips: int, seed: int,
     with a random pitch (mean F0 80-240 Hz) and speaking rate (0.8-1.3x duration)."""
     binary = os.path.join(tree, "usr", "bin", "flite")
     env = dict(os.environ)
-    libs = [os.path.join(t, "usr", "lib", "x86_64-linux-gnu") for t in (tree, lib_tree)]
+    # The multiarch library folder (x86_64-linux-gnu, aarch64-linux-gnu, ...).
+    libs = sorted(glob.glob(os.path.join(tree, "usr", "lib", "*-linux-gnu"))
+                  + glob.glob(os.path.join(lib_tree, "usr", "lib", "*-linux-gnu")))
     env["LD_LIBRARY_PATH"] = os.pathsep.join(libs + [env.get("LD_LIBRARY_PATH", "")])
     rng = np.random.default_rng([seed, 3000])
     with tempfile.TemporaryDirectory() as tmp:
