@@ -7,6 +7,7 @@ content can be checked against what went in.
 """
 
 import gzip
+import json
 import importlib.util
 import os
 import stat
@@ -236,3 +237,16 @@ def test_bad_files_are_named(tmp_path):
         list(bpp.wad_sounds(str(bad)))
     with pytest.raises(bpp.rs.BuildError, match="package 'sonic-pi-samples' not found"):
         bpp.build(str(tmp_path / "out"), packages_dir=str(tmp_path), speech_clips=1)
+
+
+def test_command_line(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        bpp.main([str(tmp_path / "out"), "--speech-clips", "-1"])
+    assert "--speech-clips must be >= 0" in capsys.readouterr().err
+    assert bpp.main([str(tmp_path / "out"), "--packages-dir", str(tmp_path)]) == 1
+    assert "package 'sonic-pi-samples' not found" in capsys.readouterr().err
+    top = str(tmp_path / "packages")
+    make_tree(top)
+    assert bpp.main([str(tmp_path / "out"), "--packages-dir", top, "--speech-clips", "2"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["clips_per_source"]["flite"] == 2

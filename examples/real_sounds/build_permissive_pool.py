@@ -25,7 +25,6 @@ the counts, package versions and licence names. Needs ``apt-get`` and ``dpkg-deb
 ``--packages-dir`` with extracted trees), numpy, soundfile and torch.
 """
 
-import argparse
 import glob
 import hashlib
 import json
@@ -240,14 +239,7 @@ def build(out_dir: str, cache: Optional[str] = None, packages_dir: Optional[str]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("out_dir", metavar="OUT_DIR", help="where the audio, manifests and summary go")
-    parser.add_argument("--cache", default=None,
-                        help="folder for the downloaded .deb files and their extracted trees "
-                             "(default: OUT_DIR/debs)")
-    parser.add_argument("--packages-dir", default=None,
-                        help="read already-extracted package trees DIR/<package>/ instead of "
-                             "downloading")
+    parser = rs.package_arguments(__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the spoken sentences and the valid split (default: 0)")
     parser.add_argument("--speech-clips", type=int, default=DEFAULT_SPEECH_CLIPS,

@@ -715,8 +715,10 @@ def build(out_dir: str, cache: Optional[str] = None, packages_dir: Optional[str]
     return summary
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def package_arguments(description: str) -> argparse.ArgumentParser:
+    """A parser with the arguments every builder here shares: OUT_DIR, --cache and
+    --packages-dir."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("out_dir", metavar="OUT_DIR", help="where the audio, manifests and summary go")
     parser.add_argument("--cache", default=None,
                         help="folder for the downloaded .deb files and their extracted trees "
@@ -724,6 +726,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--packages-dir", default=None,
                         help="read already-extracted package trees DIR/<package>/ instead of "
                              "downloading")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = package_arguments(__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the per-class samples and the pool's valid split (default: 0)")
     parser.add_argument("--sets", default=",".join(ALL_SETS),
