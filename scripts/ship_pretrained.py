@@ -27,10 +27,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 import uamix_fairseq as ux  # noqa: E402
+from uamix_fairseq.audio.features import NORM_STATS  # noqa: E402
 from uamix_fairseq.modules.audiomae import count_parameters  # noqa: E402
 
-# The AudioMAE normalisation statistics (AudioSet), as the demo and the recipes use them.
-FBANK_MEAN, FBANK_STD = -4.2677393, 4.5689974
+# AudioMAE's AudioSet normalisation, as the demo and the recipes use it.
+FBANK_MEAN, FBANK_STD = NORM_STATS["audioset"]
 REFERENCE_SECONDS = 1.28
 
 
