@@ -85,7 +85,7 @@ def test_npy_and_txt_from_folder(corpus, encoder_file, reference, tmp_path):
 def test_folder_reads_any_soundfile_format_and_skips_broken_files(corpus, encoder_file, tmp_path):
     folder = tmp_path / "mixed"
     (folder / "deep" / "er").mkdir(parents=True)
-    wav, sr = sf.read(str(corpus / "audio" / "click_train_accelerating" / "click_train_accelerating_000.wav"), dtype="int16")
+    wav, sr = sf.read(str(corpus / "audio" / "drum_a" / "drum_a_000.wav"), dtype="int16")
     sf.write(str(folder / "a.wav"), wav, sr, subtype="PCM_16")
     sf.write(str(folder / "deep" / "er" / "b.flac"), wav, sr, subtype="PCM_16")
     (folder / "broken.wav").write_bytes(b"RIFF\x00\x00garbage")
@@ -106,7 +106,7 @@ def test_folder_skips_silent_and_truncated_files_like_unreadable_ones(corpus, en
     """One rule for a folder (issue 11, item 9): every bad file is skipped and named."""
     folder = tmp_path / "mixed"
     folder.mkdir()
-    wav, sr = sf.read(str(corpus / "audio" / "click_train_accelerating" / "click_train_accelerating_000.wav"), dtype="int16")
+    wav, sr = sf.read(str(corpus / "audio" / "drum_a" / "drum_a_000.wav"), dtype="int16")
     sf.write(str(folder / "a.wav"), wav, sr, subtype="PCM_16")
     sf.write(str(folder / "silent.wav"), np.zeros_like(wav), sr, subtype="PCM_16")
     sf.write(str(folder / "cut.wav"), wav, sr, subtype="PCM_16")
@@ -125,7 +125,7 @@ def test_folder_skips_silent_and_truncated_files_like_unreadable_ones(corpus, en
 def test_a_bad_clip_of_a_manifest_names_the_tools_remedy(corpus, encoder_file, tmp_path):
     folder = tmp_path / "m"
     folder.mkdir()
-    wav, sr = sf.read(str(corpus / "audio" / "click_train_accelerating" / "click_train_accelerating_000.wav"), dtype="int16")
+    wav, sr = sf.read(str(corpus / "audio" / "drum_a" / "drum_a_000.wav"), dtype="int16")
     sf.write(str(folder / "silent.wav"), np.zeros_like(wav), sr, subtype="PCM_16")
     write_manifest(folder / "clips.tsv", str(folder), [("silent.wav", len(wav))])
     with pytest.raises(ValueError) as err:

@@ -310,7 +310,7 @@ def test_label_lines_must_match_manifest(corpus, tmp_path):
 def test_multilabel_is_detected_and_forced(corpus, tmp_path):
     data = _copy_corpus(corpus, str(tmp_path / "data"))
     valid = _lines(os.path.join(data, "valid.label"))
-    valid[0] = "click_train_accelerating,tone_sweep_up"
+    valid[0] = "drum_a,voice_a"
     _write_lines(os.path.join(data, "valid.label"), valid)
     single = _task(data)  # the train split has one class per clip
     with pytest.raises(LabelError, match=r"valid\.label:1: 2 classes .* single-label task"):
@@ -320,7 +320,7 @@ def test_multilabel_is_detected_and_forced(corpus, tmp_path):
     batch = forced.dataset("valid").collater([forced.dataset("valid")[0]])
     assert batch["target"].dtype == torch.bool
     assert batch["target"][0].nonzero().flatten().tolist() == [
-        forced.classes.index("click_train_accelerating"), forced.classes.index("tone_sweep_up")]
+        forced.classes.index("drum_a"), forced.classes.index("voice_a")]
 
 
 # ------------------------------------------------------------------------ through fairseq
@@ -377,12 +377,12 @@ def runs(corpus):
             "model.mask_t_prob": 0, "model.mask_f_prob": 0, "model.drop_path_rate": 0,
             "model.layer_decay": 1.0, "criterion.label_smoothing": 0}), cwd=str(root))
 
-    # Multi-label: some clips also carry "vowel_bursts_regular"; the AS-20K recipe (mixup,
+    # Multi-label: some clips also carry "voice_b"; the AS-20K recipe (mixup,
     # SpecAugment 48/192, patch dropout, BCE, mAP).
     multi_data = _copy_corpus(corpus, str(root / "multi"))
     for split in ("train", "valid"):
         labels = _lines(os.path.join(multi_data, f"{split}.label"))
-        labels = [c + ",vowel_bursts_regular" if i % 3 == 0 and c != "vowel_bursts_regular" else c
+        labels = [c + ",voice_b" if i % 3 == 0 and c != "voice_b" else c
                   for i, c in enumerate(labels)]
         _write_lines(os.path.join(multi_data, f"{split}.label"), labels)
     procs["multi"] = _start_train(_overrides(

@@ -1,28 +1,31 @@
-"""A small deterministic synthetic corpus for the demo job, with held-out classes.
+"""A small deterministic synthetic corpus for the demo job: sound *sources* under nuisance.
 
-Every class is a *structure* (how events are arranged in time) played with a *timbre*
-(what one event sounds like). Several classes come in pairs that differ only in
-temporal order: up- against down-sweeps, rising against falling arpeggios,
-accelerating against decelerating click trains, regular against irregular bursts.
-Such a pair has the same distribution of frames, so the spectrum averaged over a clip
-(or any other bag-of-frames statistic) cannot tell its two classes apart; the order of
-the frames can.
+Every class is a *source*, a synthetic voice or instrument with a fixed timbre: its
+register, the resonances of its body (for a voice, the length of its vocal tract), the
+strength and decay of its partials, its vibrato and breath noise. A clip is a short
+phrase of events of one source, and everything that is "what is played" rather than
+"who plays it" is drawn at random per clip or per event: pitch (over +-5 semitones
+around the source's register), the vowel a voice sings, each event's level, length and
+onset, the clip's length, its coloured background noise (5 to 30 dB SNR), in 30% of the
+clips a quieter distractor from another source of the same split, and the overall gain.
+That is how real-world classes are mostly defined (who or what makes the sound, under
+variation of pitch, level, noise and timing), and what two views of one clip share.
 
-Each clip draws everything at random: its length (0.7 to 1.0 times ``seconds``), the
-number, pitch, level, duration and position of its events, sometimes a quieter
-distractor made by another class of the same split, coloured background noise at 5 to
-30 dB SNR, and its overall gain. The clip has its own generator seeded by ``(seed,
-class, index)``, so the same seed gives the same bytes on every run, and a clip does
-not change when the number of clips per class does.
+The sources come in five families (``voice``, ``string``, ``bell``, ``wind``, ``drum``)
+of five sources each. The first three of each family (``voice_a`` .. ``voice_c``) are the
+**seen** classes (``train.tsv``, ``valid.tsv``, ``seen_test.tsv``: tuning, fine-tuning);
+the last two (``voice_d``, ``voice_e``) are the **held-out** classes (``heldout.tsv``):
+new sources of known kinds, as new speakers or instruments are. Few-shot evaluation on
+them asks to tell apart sources the encoder never heard, often of the same family.
 
-``SEEN_CLASSES`` go into ``train.tsv``/``valid.tsv`` (for pretraining, tuning and
-fine-tuning); ``HELDOUT_CLASSES`` go only into ``heldout.tsv``, for few-shot evaluation
-on classes the encoder never heard. The held-out classes are new combinations of the
-structures and timbres of the seen ones.
+A source's parameters are drawn once from a fixed generator (``voice_b`` is the same voice
+whatever the corpus seed); each clip has its own generator seeded by ``(seed, class,
+index)``, so the same seed gives the same bytes on every run, and a clip does not change
+when the number of clips per class does.
 
 Command line::
 
-    python examples/demo/demo_data.py OUT_DIR --clips-per-class 40 --seconds 2
+    python examples/demo/demo_data.py OUT_DIR --clips-per-class 20 --seconds 3
 """
 
 import argparse
@@ -36,48 +39,34 @@ import soundfile as sf
 
 from uamix_fairseq.manifest import write_manifest
 
-__all__ = ["CLASSES", "HELDOUT_CLASSES", "RECIPES", "SEEN_CLASSES", "SHORTEST_FRACTION",
-           "main", "make_demo_corpus", "synthesize_clip"]
+__all__ = ["CLASSES", "FAMILIES", "HELDOUT_CLASSES", "SEEN_CLASSES", "SHORTEST_FRACTION",
+           "SOURCES", "main", "make_demo_corpus", "synthesize_clip"]
 
 # Clip lengths are uniform in [SHORTEST_FRACTION, 1] * seconds. 0.7 keeps 0.5 s test
-# clips at >= 33 frames (the tests crop 32) and 2 s demo clips above 1.28 s crops.
+# clips at >= 33 frames (the tests crop 32).
 SHORTEST_FRACTION = 0.7
 DISTRACTOR_PROBABILITY = 0.3
 DISTRACTOR_DB = (6.0, 15.0)  # distractor power below the clip's own events
 SNR_DB = (5.0, 30.0)  # events' power over the background noise's, over the whole clip
 PEAK_DB = (-20.0, -1.0)  # final peak level, dBFS
+PITCH_SPREAD = 5.0  # semitones either side of the source's register, per event
+EVENT_DB = (-8.0, 0.0)  # level of one event relative to the loudest possible
 
-# class -> (structure, timbre). Pairs that share a timbre and differ only in the
-# direction of a structure have the same long-term spectrum.
-RECIPES: Dict[str, Tuple[str, str]] = {
-    "tone_sweep_up": ("sweep_up", "tone"),
-    "tone_sweep_down": ("sweep_down", "tone"),
-    "harmonic_arpeggio_up": ("arpeggio_up", "harmonic"),
-    "harmonic_arpeggio_down": ("arpeggio_down", "harmonic"),
-    "click_train_accelerating": ("train_accelerating", "noise"),
-    "click_train_decelerating": ("train_decelerating", "noise"),
-    "vowel_bursts_regular": ("bursts_regular", "vowel"),
-    "bell_bursts_irregular": ("bursts_irregular", "bell"),
-    # held out: structures and timbres seen above, in new combinations
-    "harmonic_sweep_up": ("sweep_up", "harmonic"),
-    "harmonic_sweep_down": ("sweep_down", "harmonic"),
-    "bell_arpeggio_up": ("arpeggio_up", "bell"),
-    "bell_arpeggio_down": ("arpeggio_down", "bell"),
-    "vowel_bursts_irregular": ("bursts_irregular", "vowel"),
-}
-SEEN_CLASSES: Tuple[str, ...] = tuple(list(RECIPES)[:8])
-HELDOUT_CLASSES: Tuple[str, ...] = tuple(list(RECIPES)[8:])
+FAMILIES: Tuple[str, ...] = ("voice", "string", "bell", "wind", "drum")
+SOURCES_PER_FAMILY, SEEN_PER_FAMILY = 5, 3
+SOURCE_SEED = 20261206  # the sources' own generator: fixed, independent of the corpus seed
+
+
+def _names(first: int, stop: int) -> Tuple[str, ...]:
+    return tuple(f"{family}_{'abcdefghij'[i]}" for family in FAMILIES for i in range(first, stop))
+
+
+SEEN_CLASSES: Tuple[str, ...] = _names(0, SEEN_PER_FAMILY)
+HELDOUT_CLASSES: Tuple[str, ...] = _names(SEEN_PER_FAMILY, SOURCES_PER_FAMILY)
 CLASSES: Tuple[str, ...] = SEEN_CLASSES + HELDOUT_CLASSES
 
-# Range of the (fundamental) frequency of each timbre, Hz.
-PITCH_RANGES = {
-    "tone": (250.0, 4000.0),
-    "harmonic": (100.0, 800.0),
-    "bell": (250.0, 2000.0),
-    "noise": (500.0, 5000.0),  # centre of the band
-    "vowel": (85.0, 260.0),
-}
-# Five vowels' first three formants (Hz), roughly an adult speaker's.
+# Five vowels' first three formants (Hz), roughly an adult speaker's. A voice sings a
+# random vowel per event, its formants scaled by the voice's own tract factor.
 VOWEL_FORMANTS = np.array([
     [730.0, 1090.0, 2440.0],  # a
     [530.0, 1840.0, 2480.0],  # e
@@ -86,23 +75,21 @@ VOWEL_FORMANTS = np.array([
     [300.0, 870.0, 2240.0],  # u
 ])
 FORMANT_BANDWIDTHS = np.array([80.0, 120.0, 180.0])
-# Partials of a free bar (a xylophone-like bell), relative to the lowest one.
-BELL_RATIOS = np.array([1.0, 2.756, 5.404, 8.933, 13.34])
-BELL_AMPLITUDES = np.array([1.0, 0.7, 0.5, 0.35, 0.25])
 
 
-class _Event(NamedTuple):
-    onset: float  # seconds
-    duration: float  # seconds
-    f_start: float  # Hz; the pitch glides exponentially from f_start to f_end
-    f_end: float
-    gain: float
-    envelope: str  # "flat", "pluck", "click" or "hump"
+class Source(NamedTuple):
+    """The fixed timbre of one class (frequencies in Hz, times in seconds)."""
 
-
-# ---------------------------------------------------------------------------
-# random draws
-# ---------------------------------------------------------------------------
+    family: str
+    register: float  # centre pitch: fundamental, lowest partial, or noise band centre
+    ratios: np.ndarray  # [J] partial frequencies relative to the pitch
+    weights: np.ndarray  # [J] partial amplitudes before the resonances
+    resonances: np.ndarray  # [R, 3] centre, bandwidth, gain of the body's resonances;
+    #                         for a voice [1, 3] whose first number is the tract factor
+    decay: float  # amplitude time constant of a plucked, struck or hit event (0: held)
+    vibrato: Tuple[float, float]  # rate (Hz), depth (fraction of the pitch)
+    noise: float  # share of breath or rattle noise in an event's power
+    duration: Tuple[float, float]  # range of an event's length
 
 
 def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
@@ -110,197 +97,143 @@ def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
     return float(np.exp(rng.uniform(np.log(low), np.log(high))))
 
 
-def _event_gain(rng: np.random.Generator) -> float:
-    return 10.0 ** (rng.uniform(-8.0, 0.0) / 20.0)
+def _draw_source(family: str, rng: np.random.Generator) -> Source:
+    """Random timbre parameters of one source of ``family``."""
+    k = np.arange(1, 41, dtype=np.float64)
+    tilt = k ** -rng.uniform(0.6, 1.6)
+    body = np.array([[_log_uniform(rng, 300.0, 5000.0), _log_uniform(rng, 100.0, 800.0),
+                      rng.uniform(0.3, 1.0)] for _ in range(3)])
+    if family == "voice":
+        tract = np.array([[rng.uniform(0.82, 1.22), 0.0, 0.0]])
+        return Source(family, _log_uniform(rng, 90.0, 300.0), k, tilt, tract, 0.0,
+                      (rng.uniform(4.0, 7.0), rng.uniform(0.005, 0.03)),
+                      rng.uniform(0.0, 0.3), (0.15, 0.45))
+    if family == "string":  # a stiff string: slightly stretched harmonics
+        stretch = np.sqrt(1.0 + rng.uniform(0.0, 3e-4) * k**2)
+        return Source(family, _log_uniform(rng, 100.0, 800.0), k * stretch, tilt, body,
+                      rng.uniform(0.08, 0.5), (0.0, 0.0), 0.0, (0.2, 0.6))
+    if family == "bell":  # inharmonic partials, each bell its own
+        ratios = np.concatenate([[1.0], np.sort(rng.uniform(1.5, 12.0, size=5))])
+        return Source(family, _log_uniform(rng, 200.0, 1500.0), ratios,
+                      rng.uniform(0.2, 1.0, size=6), body, rng.uniform(0.15, 0.8),
+                      (0.0, 0.0), 0.0, (0.3, 0.8))
+    if family == "wind":  # a reed or pipe: even harmonics weaker, breath, vibrato
+        weights = tilt * np.where(k % 2 == 0, rng.uniform(0.1, 1.0), 1.0)
+        return Source(family, _log_uniform(rng, 150.0, 1000.0), k, weights, body, 0.0,
+                      (rng.uniform(3.0, 6.0), rng.uniform(0.0, 0.02)),
+                      rng.uniform(0.02, 0.3), (0.2, 0.7))
+    if family == "drum":  # a noise band (its centre is the pitch) over a low thump
+        return Source(family, _log_uniform(rng, 300.0, 5000.0),
+                      np.array([_log_uniform(rng, 0.05, 0.5)]), np.array([rng.uniform(0.2, 1.0)]),
+                      body, rng.uniform(0.03, 0.25), (0.0, 0.0), rng.uniform(0.4, 0.9),
+                      (0.08, 0.35))
+    raise ValueError(f"unknown family {family!r}")
 
 
-def _pitch_interval(rng: np.random.Generator, timbre: str, octaves: float) -> Tuple[float, float]:
-    """A random (low, high) pitch pair ``octaves`` apart inside the timbre's range."""
-    low, high = PITCH_RANGES[timbre]
-    octaves = min(octaves, np.log2(high / low))
-    start = _log_uniform(rng, low, high / 2.0**octaves)
-    return start, start * 2.0**octaves
+def _all_sources() -> Dict[str, Source]:
+    out = {}
+    for f, family in enumerate(FAMILIES):
+        for i in range(SOURCES_PER_FAMILY):
+            name = f"{family}_{'abcdefghij'[i]}"
+            out[name] = _draw_source(family, np.random.default_rng([SOURCE_SEED, f, i]))
+    return out
+
+
+SOURCES: Dict[str, Source] = _all_sources()
 
 
 # ---------------------------------------------------------------------------
-# timbres: one event as unit-RMS samples, before its envelope
+# one event of a source
 # ---------------------------------------------------------------------------
 
 
-def _partials(rng, phase, freq, ratios, amplitudes, sample_rate):
-    """Sum of sines at ``ratios`` times the pitch, faded out towards Nyquist.
-
-    ``amplitudes`` is ``[J]`` or ``[J, N]`` (partials by samples).
-    """
-    ratios = np.asarray(ratios, dtype=np.float64)[:, None]
-    # Full level up to 0.4 * sr, silent above 0.45 * sr: no aliasing of gliding partials.
-    rolloff = np.clip((0.45 * sample_rate - ratios * freq) / (0.05 * sample_rate), 0.0, 1.0)
-    offsets = rng.uniform(0.0, 2.0 * np.pi, size=ratios.shape)
-    return np.sum(np.asarray(amplitudes).reshape(len(ratios), -1) * rolloff * np.sin(ratios * phase + offsets), axis=0)
+def _resonance_gain(freqs: np.ndarray, resonances: np.ndarray) -> np.ndarray:
+    """Gain of a body with ``resonances`` [R, 3] (centre, bandwidth, gain) at ``freqs``."""
+    distance = (freqs[:, None] - resonances[None, :, 0]) / resonances[None, :, 1]
+    return 0.05 + np.sum(resonances[None, :, 2] / (1.0 + distance**2), axis=1)
 
 
-def _band_noise(rng, phase, freq, sample_rate):
-    """Noise in a band around the (gliding) pitch: low-pass noise times a carrier."""
-    n = phase.size
-    bandwidth = rng.uniform(0.15, 0.35) * float(np.exp(np.mean(np.log(freq))))
-    spectrum = np.fft.rfft(rng.standard_normal(n))
-    spectrum[np.fft.rfftfreq(n, d=1.0 / sample_rate) > bandwidth / 2.0] = 0.0
-    rolloff = np.clip((0.45 * sample_rate - freq) / (0.05 * sample_rate), 0.0, 1.0)
-    return np.fft.irfft(spectrum, n=n) * np.cos(phase) * rolloff
-
-
-def _source(timbre: str, rng: np.random.Generator, freq: np.ndarray, sample_rate: int) -> np.ndarray:
-    """Samples of one event of ``timbre`` following the pitch track ``freq`` [N]."""
-    phase = 2.0 * np.pi * np.cumsum(freq) / sample_rate
-    if timbre == "tone":
-        out = _partials(rng, phase, freq, [1.0], [1.0], sample_rate)
-    elif timbre == "harmonic":  # a bright harmonic stack, like a bowed or blown note
-        k = np.arange(1, 11, dtype=np.float64)
-        out = _partials(rng, phase, freq, k, k ** -rng.uniform(0.8, 1.5), sample_rate)
-    elif timbre == "bell":  # inharmonic partials; the higher ones die sooner
-        ratios = BELL_RATIOS * (1.0 + rng.uniform(-0.03, 0.03, size=BELL_RATIOS.size))
-        progress = np.arange(freq.size) / freq.size
-        decay = np.exp(-np.outer(np.arange(1, BELL_RATIOS.size + 1), progress) * 2.5)
-        out = _partials(rng, phase, freq, ratios, BELL_AMPLITUDES[:, None] * decay, sample_rate)
-    elif timbre == "noise":
-        out = _band_noise(rng, phase, freq, sample_rate)
-    elif timbre == "vowel":  # glottal-like harmonics (1/k) shaped by a vowel's formants
-        count = int(min(40, 0.45 * sample_rate // freq.max()))
-        k = np.arange(1, count + 1, dtype=np.float64)
-        formants = VOWEL_FORMANTS[rng.integers(len(VOWEL_FORMANTS))] * rng.uniform(0.9, 1.15)
-        distance = (k[:, None] * np.mean(freq) - formants[None, :]) / FORMANT_BANDWIDTHS[None, :]
-        out = _partials(rng, phase, freq, k, np.sum(1.0 / (1.0 + distance**2), axis=1) / k, sample_rate)
+def _partial_gains(source: Source, pitch: float, rng: np.random.Generator) -> np.ndarray:
+    """Amplitude of each partial of an event at ``pitch``: the source's weights times
+    its body's resonances (a voice: a random vowel's formants, scaled by its tract)."""
+    freqs = source.ratios * pitch
+    if source.family == "voice":
+        formants = VOWEL_FORMANTS[rng.integers(len(VOWEL_FORMANTS))] * source.resonances[0, 0]
+        body = np.stack([formants, FORMANT_BANDWIDTHS, np.ones(3)], axis=1)
     else:
-        raise ValueError(f"unknown timbre {timbre!r}")
+        body = source.resonances
+    return source.weights * _resonance_gain(freqs, body)
+
+
+def _noise_band(rng: np.random.Generator, n: int, low: float, high: float, sample_rate: int) -> np.ndarray:
+    spectrum = np.fft.rfft(rng.standard_normal(n))
+    freqs = np.fft.rfftfreq(n, d=1.0 / sample_rate)
+    spectrum[(freqs < low) | (freqs > high)] = 0.0
+    out = np.fft.irfft(spectrum, n=n)
     return out / (np.sqrt(np.mean(out**2)) + 1e-12)
 
 
-def _envelope(kind: str, n: int, sample_rate: int) -> np.ndarray:
-    """Amplitude envelope of one event of ``n`` samples."""
+def _envelope(source: Source, n: int, sample_rate: int) -> np.ndarray:
+    """Held sources swell in and out; plucked, struck and hit ones decay with the
+    source's time constant. Every envelope fades to zero at both ends (no clicks)."""
     t = np.arange(n) / sample_rate
     duration = n / sample_rate
-    if kind == "flat":  # symmetric raised-cosine edges: time reversal leaves it as is
-        ramp = min(0.015, duration / 4.0)
-        return 0.5 - 0.5 * np.cos(np.pi * np.clip(np.minimum(t, duration - t) / ramp, 0.0, 1.0))
-    if kind == "hump":  # a syllable-like swell
-        return np.sin(np.pi * (t + 0.5 / sample_rate) / duration) ** 0.7
-    if kind in ("pluck", "click"):  # fast attack, exponential decay, short fade at the end
-        attack, tau = (0.005, duration / 3.0) if kind == "pluck" else (0.001, duration / 4.0)
-        attack = min(attack, duration / 4.0)
-        fade = np.clip((duration - t) / min(0.005, duration / 4.0), 0.0, 1.0)
-        return np.clip(t / attack, 0.0, 1.0) * np.exp(-t / tau) * fade
-    raise ValueError(f"unknown envelope {kind!r}")
+    fade = min(0.005, duration / 4.0)
+    edges = np.clip(np.minimum(t, duration - t) / fade, 0.0, 1.0)
+    if source.decay == 0.0:  # voice, wind
+        attack = min(0.06, duration / 3.0)
+        return edges * np.clip(t / attack, 0.0, 1.0) * np.clip((duration - t) / attack, 0.0, 1.0)
+    return edges * np.exp(-t / source.decay)
 
 
-def _render(timbre: str, rng: np.random.Generator, event: _Event, sample_rate: int) -> np.ndarray:
-    n = max(8, int(round(event.duration * sample_rate)))
-    freq = event.f_start * (event.f_end / event.f_start) ** (np.arange(n) / n)
-    return event.gain * _source(timbre, rng, freq, sample_rate) * _envelope(event.envelope, n, sample_rate)
+def _render(source: Source, rng: np.random.Generator, pitch: float, duration: float,
+            sample_rate: int) -> np.ndarray:
+    """Samples of one event of ``source`` at ``pitch``, unit RMS before its envelope."""
+    n = max(8, int(round(duration * sample_rate)))
+    t = np.arange(n) / sample_rate
+    rate, depth = source.vibrato
+    freq = pitch * (1.0 + depth * np.sin(2.0 * np.pi * rate * t + rng.uniform(0.0, 2.0 * np.pi)))
+    phase = 2.0 * np.pi * np.cumsum(freq) / sample_rate
+    ratios = source.ratios[:, None]
+    amplitudes = _partial_gains(source, pitch, rng)[:, None]
+    # Full level up to 0.4 * sr, silent above 0.45 * sr: nothing aliases.
+    amplitudes = amplitudes * np.clip((0.45 * sample_rate - ratios * freq) / (0.05 * sample_rate), 0.0, 1.0)
+    if source.decay > 0.0 and source.family != "drum":  # higher partials die sooner
+        amplitudes = amplitudes * np.exp(-np.outer(np.arange(len(ratios)) * 0.3, t) / source.decay)
+    tone = np.sum(amplitudes * np.sin(ratios * phase + rng.uniform(0.0, 2.0 * np.pi, size=ratios.shape)), axis=0)
+    tone /= np.sqrt(np.mean(tone**2)) + 1e-12
+    if source.noise > 0.0:
+        if source.family == "drum":  # the band around the pitch, through the body
+            noise = _noise_band(rng, n, pitch / 1.5, min(pitch * 1.5, 0.45 * sample_rate), sample_rate)
+        else:  # breath: broadband above the fundamental
+            noise = _noise_band(rng, n, pitch, 0.45 * sample_rate, sample_rate)
+        tone = np.sqrt(1.0 - source.noise) * tone + np.sqrt(source.noise) * noise
+    return tone * _envelope(source, n, sample_rate)
 
 
 # ---------------------------------------------------------------------------
-# structures: events of one clip, with onsets relative to the first one
+# one clip
 # ---------------------------------------------------------------------------
-
-
-def _sweeps(rng, timbre, length, direction):
-    """One to three exponential glides over 0.8 to 1.8 octaves, all up or all down."""
-    events, time = [], 0.0
-    for _ in range(rng.integers(1, 4)):
-        duration = rng.uniform(0.2, 0.5)
-        low, high = _pitch_interval(rng, timbre, rng.uniform(0.8, 1.8))
-        start, end = (low, high) if direction > 0 else (high, low)
-        events.append(_Event(time, duration, start, end, _event_gain(rng), "flat"))
-        time += duration + rng.uniform(0.05, 0.25)
-    return events
-
-
-def _arpeggios(rng, timbre, length, direction):
-    """One or two runs of 3-5 plucked notes, steps of 2-5 semitones, rising or falling.
-
-    A falling run is a rising one played backwards: the same notes in reverse order.
-    """
-    events, time = [], 0.0
-    for _ in range(rng.integers(1, 3)):
-        semitones = np.concatenate([[0], np.cumsum(rng.integers(2, 6, size=rng.integers(2, 5)))])
-        low, _ = _pitch_interval(rng, timbre, semitones[-1] / 12.0)
-        pitches = low * 2.0 ** (semitones / 12.0)
-        if direction < 0:
-            pitches = pitches[::-1]
-        step = rng.uniform(0.07, 0.15)
-        for i, pitch in enumerate(pitches):
-            events.append(_Event(time + i * step, step * rng.uniform(1.5, 2.5), pitch, pitch,
-                                 _event_gain(rng), "pluck"))
-        time += len(pitches) * step + rng.uniform(0.1, 0.3)
-    return events
-
-
-def _train(rng, timbre, length, direction):
-    """8-14 clicks whose spacing shrinks (accelerating) or grows by a factor 3-7."""
-    count = int(rng.integers(8, 15))
-    spacing = rng.uniform(0.15, 0.35) ** np.linspace(0.0, 1.0, count - 1)
-    if direction < 0:
-        spacing = spacing[::-1]
-    span = rng.uniform(0.7, 0.9) * length
-    onsets = np.concatenate([[0.0], np.cumsum(spacing)]) * span / spacing.sum()
-    centre = _log_uniform(rng, *PITCH_RANGES[timbre])
-    duration = rng.uniform(0.01, 0.03)
-    events = []
-    for onset in onsets:
-        pitch = centre * 2.0 ** (rng.uniform(-2.0, 2.0) / 12.0)
-        events.append(_Event(onset, duration * rng.uniform(0.8, 1.2), pitch, pitch, _event_gain(rng), "click"))
-    return events
-
-
-def _bursts(rng, timbre, length, regular):
-    """4-8 swelling bursts, evenly spaced or at spacings of 0.4-1.6 times the mean."""
-    count = int(rng.integers(4, 9))
-    mean_spacing = rng.uniform(0.75, 0.9) * length / count
-    if regular:
-        spacing = np.full(count, mean_spacing)
-    else:
-        weights = rng.uniform(0.4, 1.6, size=count)
-        spacing = mean_spacing * weights / weights.mean()
-    base = _log_uniform(rng, *PITCH_RANGES[timbre])
-    events = []
-    for onset in np.concatenate([[0.0], np.cumsum(spacing[:-1])]):
-        pitch = base * 2.0 ** (rng.uniform(-3.0, 3.0) / 12.0)
-        glide = 2.0 ** (rng.uniform(-3.0, 3.0) / 12.0)  # up or down alike: no net direction
-        events.append(_Event(onset, mean_spacing * rng.uniform(0.35, 0.6), pitch, pitch * glide,
-                             _event_gain(rng), "hump"))
-    return events
-
-
-STRUCTURES = {
-    "sweep_up": lambda rng, timbre, length: _sweeps(rng, timbre, length, +1),
-    "sweep_down": lambda rng, timbre, length: _sweeps(rng, timbre, length, -1),
-    "arpeggio_up": lambda rng, timbre, length: _arpeggios(rng, timbre, length, +1),
-    "arpeggio_down": lambda rng, timbre, length: _arpeggios(rng, timbre, length, -1),
-    "train_accelerating": lambda rng, timbre, length: _train(rng, timbre, length, +1),
-    "train_decelerating": lambda rng, timbre, length: _train(rng, timbre, length, -1),
-    "bursts_regular": lambda rng, timbre, length: _bursts(rng, timbre, length, True),
-    "bursts_irregular": lambda rng, timbre, length: _bursts(rng, timbre, length, False),
-}
-
-
-def _place(rng: np.random.Generator, events: List[_Event], length: float) -> List[_Event]:
-    """Shrink the events' timing to fit 95% of the clip if needed, then shift it to a
-    random position inside the clip."""
-    extent = max(e.onset + e.duration for e in events)
-    scale = min(1.0, 0.95 * length / extent)
-    offset = rng.uniform(0.0, length - scale * extent)
-    return [e._replace(onset=offset + scale * e.onset, duration=scale * e.duration) for e in events]
 
 
 def _foreground(class_name: str, rng: np.random.Generator, n: int, sample_rate: int) -> np.ndarray:
-    """The events of one clip of ``class_name``, ``n`` samples, before noise and gain."""
-    structure, timbre = RECIPES[class_name]
+    """A phrase of events of ``class_name``'s source filling ``n`` samples, before
+    noise and gain: random pitches, lengths, levels, gaps and overlaps."""
+    source = SOURCES[class_name]
+    length = n / sample_rate
     out = np.zeros(n)
-    for event in _place(rng, STRUCTURES[structure](rng, timbre, n / sample_rate), n / sample_rate):
-        samples = _render(timbre, rng, event, sample_rate)
-        start = min(n - 1, int(round(event.onset * sample_rate)))
+    time = rng.uniform(0.0, 0.15) * length
+    while True:
+        duration = rng.uniform(*source.duration)
+        if time + 0.5 * duration > length and np.any(out):
+            break
+        pitch = source.register * 2.0 ** (rng.uniform(-PITCH_SPREAD, PITCH_SPREAD) / 12.0)
+        gain = 10.0 ** (rng.uniform(*EVENT_DB) / 20.0)
+        samples = gain * _render(source, rng, pitch, duration, sample_rate)
+        start = min(n - 1, int(round(time * sample_rate)))
         stop = min(n, start + samples.size)
         out[start:stop] += samples[: stop - start]
+        time += duration * rng.uniform(0.6, 1.4) + rng.uniform(0.0, 0.2)
     return out
 
 
@@ -316,20 +249,15 @@ def _power(x: np.ndarray) -> float:
     return float(np.mean(x**2)) + 1e-20
 
 
-# ---------------------------------------------------------------------------
-# one clip
-# ---------------------------------------------------------------------------
-
-
-def synthesize_clip(class_name: str, index: int, seconds: float = 2.0, sample_rate: int = 16000, seed: int = 0) -> np.ndarray:
+def synthesize_clip(class_name: str, index: int, seconds: float = 3.0, sample_rate: int = 16000, seed: int = 0) -> np.ndarray:
     """Clip ``index`` of ``class_name`` as int16 samples ``[N]``.
 
     ``N`` is uniform in ``[SHORTEST_FRACTION, 1] * seconds * sample_rate``. Each clip has
     its own generator seeded by ``(seed, class number, index)``, so a clip does not change
     when the number of clips per class does. A distractor comes from the same split
-    (seen or held out), so held-out classes never leak into the seen clips.
+    (seen or held out), so held-out sources never leak into the seen clips.
     """
-    if class_name not in RECIPES:
+    if class_name not in SOURCES:
         raise ValueError(f"unknown demo class {class_name!r}; choose from {', '.join(CLASSES)}")
     rng = np.random.default_rng([seed, CLASSES.index(class_name), index])
     n = max(1, int(round(seconds * rng.uniform(SHORTEST_FRACTION, 1.0) * sample_rate)))
@@ -395,8 +323,8 @@ def _pick_valid(clips_per_class: int, valid_percent: float, seed: int) -> set:
 
 def make_demo_corpus(
     out_dir,
-    clips_per_class: int = 40,
-    seconds: float = 2.0,
+    clips_per_class: int = 20,
+    seconds: float = 3.0,
     sample_rate: int = 16000,
     seed: int = 0,
     valid_percent: float = 0.1,
@@ -515,18 +443,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python examples/demo/demo_data.py",
         description="Write the deterministic synthetic demo corpus (wav files, manifests, labels): "
-        f"{len(SEEN_CLASSES)} seen classes in train/valid.tsv, {len(HELDOUT_CLASSES)} held-out "
-        "classes in heldout.tsv.",
+        f"{len(SEEN_CLASSES)} seen sound sources in train/valid.tsv, {len(HELDOUT_CLASSES)} held-out "
+        "sources in heldout.tsv.",
     )
     parser.add_argument("out_dir", metavar="OUT_DIR", help="folder to write audio/, the .tsv manifests and .label files into")
-    parser.add_argument("--clips-per-class", type=int, default=40, help="clips of each seen class (default: 40)")
+    parser.add_argument("--clips-per-class", type=int, default=20, help="clips of each seen class (default: 20)")
     parser.add_argument("--heldout-clips-per-class", type=int, default=None,
                         help="clips of each held-out class (default: as --clips-per-class)")
     parser.add_argument("--seen-test-clips-per-class", type=int, default=0,
                         help="further clips of each seen class in seen_test.tsv, never in "
                         "train/valid (default: 0, no such split)")
-    parser.add_argument("--seconds", type=float, default=2.0,
-                        help=f"longest clip in seconds; lengths vary from {SHORTEST_FRACTION} times that (default: 2.0)")
+    parser.add_argument("--seconds", type=float, default=3.0,
+                        help=f"longest clip in seconds; lengths vary from {SHORTEST_FRACTION} times that (default: 3.0)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthesis and of the valid split (default: 0)")
     parser.add_argument(
         "--valid-percent",

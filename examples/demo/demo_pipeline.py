@@ -60,15 +60,15 @@ NUM_FRAMES = 128
 ENCODER = {"embed_dim": 192, "depth": 6, "num_heads": 3}
 
 FULL = {
-    "corpus": {"clips_per_class": 40, "heldout_clips_per_class": 30,
-               "seen_test_clips_per_class": 30, "seconds": 2.0},
+    "corpus": {"clips_per_class": 20, "heldout_clips_per_class": 30,
+               "seen_test_clips_per_class": 20, "seconds": 3.0},
     "mae_updates": 1500, "tune_updates": 300, "tune_unfreeze": 100,
     "encoder": ENCODER, "stage_overrides": [], "head_overrides": [], "decoder_overrides": [],
     "fewshot": ["--ways", "5", "--shots", "1", "5", "--queries", "10", "--episodes", "300"],
 }
 QUICK = {
-    "corpus": {"clips_per_class": 4, "heldout_clips_per_class": 7,
-               "seen_test_clips_per_class": 7, "seconds": 0.6},
+    "corpus": {"clips_per_class": 2, "heldout_clips_per_class": 3,
+               "seen_test_clips_per_class": 3, "seconds": 0.6},
     "mae_updates": 3, "tune_updates": 3, "tune_unfreeze": 2,
     "encoder": {"embed_dim": 32, "depth": 2, "num_heads": 1},
     "stage_overrides": ["dataset.batch_size=4", "common.log_interval=1",
@@ -162,6 +162,24 @@ def updates_done(out_dir: str, stage: str) -> int:
     return int(found[-1]) if found else 0
 
 
+def monitor_curve(log_path, suffixes=("",)):
+    """{suffix: [(update, k-NN, NCM)]} of every validation in a stage's log, for the
+    monitor sets whose keys end in each suffix ("" = the first set)."""
+    out = {suffix: [] for suffix in suffixes}
+    with open(log_path) as f:
+        for line in f:
+            upd = re.search(r"num_updates (\d+)", line)
+            if "valid on 'valid' subset" not in line or not upd:
+                continue
+            for suffix in suffixes:
+                knn = re.search(rf"monitor_knn{suffix} ([0-9.]+)", line)
+                ncm = re.search(rf"monitor_ncm{suffix} ([0-9.]+)", line)
+                if knn and ncm:
+                    out[suffix].append((int(upd.group(1)), float(knn.group(1)),
+                                        float(ncm.group(1))))
+    return out
+
+
 def export_encoder(stage: str, out_dir: str) -> str:
     from uamix_fairseq.tools.export import main as export_main
 
@@ -245,10 +263,16 @@ def run_pipeline(out_dir: str, quick: bool = False, joint: bool = False, seed: i
         print(f"[mae] starting from the shipped AudioMAE {os.path.relpath(SHIPPED, REPO)}",
               flush=True)
 
-    half = enc["depth"] // 2
-    schedule = f"model.freeze_schedule='[(0, 0), ({plan['tune_unfreeze']}, {half})]'"
+    # The head warm-up, then every block (configs/demo.yaml; the encoder's depth here,
+    # so that --quick's smaller encoder follows the same schedule).
+    schedule = f"model.freeze_schedule='[(0, 0), ({plan['tune_unfreeze']}, {enc['depth']})]'"
+    # Visible while training: leave-one-out k-NN and class-mean accuracy on the held-out
+    # classes and on the held-out clips of the seen ones, logged at every validation
+    # (never used to pick a checkpoint).
+    monitor = ",".join(os.path.join(corpus, f"{split}.tsv") for split in ("heldout", "seen_test"))
     tune = common + head + [f"model.audiomae_checkpoint={encoders['mae']}",
-                            f"optimization.max_update={plan['tune_updates']}", schedule]
+                            f"optimization.max_update={plan['tune_updates']}", schedule,
+                            f"task.monitor_manifest='{monitor}'"]
     # Independent runs: side by side, one core each, on a 2-core machine.
     tunings = [("uamix", "demo", tune), ("none", "demo", tune + ["criterion.mix_mode=none"])]
     if parallel:
@@ -260,7 +284,8 @@ def run_pipeline(out_dir: str, quick: bool = False, joint: bool = False, seed: i
     encoders["none"] = export_encoder("none", out_dir)
     # common last: --quick's shrunk batch and intervals win over the stage's own.
     timings.update(train_stages([("sup", "finetune_demo", supervised_overrides(
-        encoders["mae"], plan["tune_updates"], schedule) + common)], out_dir, threads))
+        encoders["mae"], plan["tune_updates"], schedule) + common
+        + [f"task.monitor_manifest='{monitor}'"])], out_dir, threads))
     encoders["sup"] = export_encoder("sup", out_dir)
     if joint:
         # The same wall-clock as MAE + uaMix, so the comparison is at equal compute;
@@ -295,6 +320,12 @@ def run_pipeline(out_dir: str, quick: bool = False, joint: bool = False, seed: i
             fewshot[split] = json.load(f)
     timings["fewshot"] = time.perf_counter() - tic
     timings["total"] = time.perf_counter() - t0
+    # The monitor of the held-out classes ("" = the first set) and of the held-out clips
+    # of the seen ones, as examples/real_sounds/plot_monitor.py reads them.
+    curves = {}
+    for stage in ("uamix", "none", "sup"):
+        by_suffix = monitor_curve(os.path.join(out_dir, "logs", f"{stage}.log"), ("", "_seen_test"))
+        curves[stage] = {"heldout": by_suffix[""], "seen_test": by_suffix["_seen_test"]}
     results = {
         "quick": quick, "start": start, "seed": seed, "threads": threads,
         "parallel_tuning": parallel,
@@ -305,6 +336,7 @@ def run_pipeline(out_dir: str, quick: bool = False, joint: bool = False, seed: i
                     if stage != "random" and encoders[stage] != SHIPPED},
         "encoders": encoders, "corpus": summary,
         "fewshot": fewshot["heldout"], "fewshot_seen": fewshot["seen_test"],
+        "monitor_curves": curves,
     }
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
@@ -358,6 +390,10 @@ def _print_summary(out_dir: str, results: Dict):
           f"{os.path.join(out_dir, 'fewshot_seen')} (held-out clips of the seen classes): "
           "fewshot.csv, fewshot.png")
     print(f"checkpoints:    {out_dir}/<stage>/checkpoints   encoders: {out_dir}/encoders")
+    print("monitor (leave-one-out k-NN / NCM %, update: value), held-out classes | held-out clips of the seen ones:")
+    for stage, sets in results["monitor_curves"].items():
+        print(f"  {stage:6s} " + " | ".join(", ".join(f"{u}: {k:.1f}/{n:.1f}" for u, k, n in curve)
+                                       for curve in sets.values()))
     print(f"tensorboard:    tensorboard --logdir {os.path.join(out_dir, 'tensorboard')}")
     print(f"everything:     {os.path.join(out_dir, 'results.json')}")
 

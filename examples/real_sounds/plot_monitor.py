@@ -1,9 +1,11 @@
-"""The monitor curves of a run_benchmark.py folder as one PNG: leave-one-out k-NN
-accuracy of every monitor set against the update, one line per tuning variant.
+"""The monitor curves of a run_benchmark.py folder (or of the main job's, written by
+examples/demo/demo_pipeline.py) as one PNG: leave-one-out k-NN accuracy of every
+monitor set against the update, one line per tuning variant.
 
     python examples/real_sounds/plot_monitor.py OUT_DIR [--out monitor.png] [--metric knn|ncm]
 
-Reads OUT_DIR/results.json (written by run_benchmark.py); needs matplotlib.
+Reads OUT_DIR/results.json (written by run_benchmark.py or demo_pipeline.py); needs
+matplotlib.
 """
 
 import argparse
@@ -16,7 +18,7 @@ def load_curves(out_dir):
     """{variant: {set: [(update, knn, ncm)]}} of a finished run_benchmark.py folder."""
     path = os.path.join(out_dir, "results.json")
     if not os.path.isfile(path):
-        raise SystemExit(f"error: {path} is missing: is {out_dir} a finished run_benchmark.py folder?")
+        raise SystemExit(f"error: {path} is missing: is {out_dir} a finished run_benchmark.py or demo_pipeline.py folder?")
     with open(path) as f:
         curves = json.load(f).get("monitor_curves") or {}
     if not curves or not any(any(c for c in sets.values()) for sets in curves.values()):

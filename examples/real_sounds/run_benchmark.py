@@ -40,7 +40,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "examples", "demo"))  # the main job's stage runner
 
-from demo_pipeline import PipelineError, cpu_model, export_encoder, train_stages  # noqa: E402
+from demo_pipeline import (PipelineError, cpu_model, export_encoder, monitor_curve,  # noqa: E402
+                           train_stages)
 
 SETS = ("speakers", "fillets_voices", "sonicpi_families", "ufoai_categories")
 FEWSHOT = ["--ways", "5", "--shots", "1", "5", "--queries", "10", "--episodes", "300",
@@ -55,24 +56,6 @@ def parse_variants(specs):
             raise PipelineError(f"--variant {spec!r}: expected NAME=\"key=value ...\"")
         variants[name] = overrides.split()
     return variants
-
-
-def monitor_curve(log_path, suffixes=("",)):
-    """{suffix: [(update, k-NN, NCM)]} of every validation in a stage's log, for the
-    monitor sets whose keys end in each suffix ("" = the first set)."""
-    out = {suffix: [] for suffix in suffixes}
-    with open(log_path) as f:
-        for line in f:
-            upd = re.search(r"num_updates (\d+)", line)
-            if "valid on 'valid' subset" not in line or not upd:
-                continue
-            for suffix in suffixes:
-                knn = re.search(rf"monitor_knn{suffix} ([0-9.]+)", line)
-                ncm = re.search(rf"monitor_ncm{suffix} ([0-9.]+)", line)
-                if knn and ncm:
-                    out[suffix].append((int(upd.group(1)), float(knn.group(1)),
-                                        float(ncm.group(1))))
-    return out
 
 
 def stratified_split(manifest, out_dir, valid_fraction=0.2, seed=0):
