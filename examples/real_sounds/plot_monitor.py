@@ -1,6 +1,6 @@
-"""The monitor curves of a run_benchmark.py folder (or of the main job's, written by
-examples/demo/demo_pipeline.py) as one PNG: leave-one-out k-NN accuracy of every
-monitor set against the update, one line per tuning variant.
+"""Monitor curves as one PNG: leave-one-out k-NN (or NCM) accuracy of every monitor set
+against the update, one line per tuning variant, for a run_benchmark.py folder or the
+main job's (examples/demo/demo_pipeline.py).
 
     python examples/real_sounds/plot_monitor.py OUT_DIR [--out monitor.png] [--metric knn|ncm]
 
@@ -52,7 +52,7 @@ def plot(curves, path, metric="knn", title=""):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("run", help="a run_benchmark.py output folder")
+    p.add_argument("run", help="a run_benchmark.py or demo_pipeline.py output folder")
     p.add_argument("--out", default=None, help="PNG to write (default: RUN/monitor.png)")
     p.add_argument("--metric", choices=["knn", "ncm"], default="knn")
     args = p.parse_args(argv)
