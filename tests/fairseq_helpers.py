@@ -22,7 +22,9 @@ CPU_OVERRIDES = {"common.cpu": "true", "common.on_cpu_convert_precision": "true"
 
 def make_tiny_setup(root):
     corpus = os.path.join(root, "corpus")
-    make_demo_corpus(corpus, clips_per_class=4, seconds=0.5, seed=0, valid_percent=0.2)
+    # 15 seen sources x 2 clips: 27 train clips (6 batches of 4 an epoch, the last 3
+    # dropped, so that update 6 ends epoch 1) and 3 valid clips.
+    make_demo_corpus(corpus, clips_per_class=2, seconds=0.5, seed=0, valid_percent=0.1)
     ckpt = os.path.join(root, "tiny_audiomae.pth")
     write_random_audiomae(ckpt, TINY_ENCODER, seed=0)
     return corpus, ckpt

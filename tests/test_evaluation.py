@@ -493,8 +493,8 @@ def test_cli_errors(demo, capsys, tmp_path):
     code, err = _fewshot_error(demo, capsys, "--labels", str(bad))
     assert code == 2 and "label lines" in err and "short.label" in err
     # too few classes for N
-    code, err = _fewshot_error(demo, capsys, "--ways", "9")
-    assert code == 2 and "9-way" in err and "only 8 of 8 classes" in err
+    code, err = _fewshot_error(demo, capsys, "--ways", "16")
+    assert code == 2 and "16-way" in err and "only 15 of 15 classes" in err
     # not an encoder
     junk = tmp_path / "junk.pt"
     torch.save({"model": {"fc.weight": torch.zeros(2, 2)}}, junk)

@@ -92,14 +92,14 @@ def test_two_encoders_side_by_side(corpus, encoders, tmp_path, capsys):
     coords = tmp_path / "coords.npz"
     rc = main(["--manifest", str(corpus / "train.tsv"), "--encoder", encoders[0],
                "--name", "before", "--encoder", encoders[1], "--name", "after",
-               "--out", str(out), "--max-clips", "16", "--threads", "1", "--quiet",
+               "--out", str(out), "--max-clips", "30", "--threads", "1", "--quiet",
                "--save-coords", str(coords)])
     assert rc == 0
-    assert "16 clips, 8 classes, 2 panel(s)" in capsys.readouterr().out
+    assert "30 clips, 15 classes, 2 panel(s)" in capsys.readouterr().out
     width, height = _png_size(out)
     assert width > 1.5 * height  # two panels side by side plus the legend
     z = np.load(coords)
-    assert z["coords_0"].shape == (16, 2) and z["coords_1"].shape == (16, 2)
+    assert z["coords_0"].shape == (30, 2) and z["coords_1"].shape == (30, 2)
     assert not np.allclose(z["coords_0"], z["coords_1"])
     assert z["names"].tolist() == ["before", "after"]
     assert Counter(z["classes"].tolist()) == {c: 2 for c in demo_data.SEEN_CLASSES}
