@@ -195,8 +195,8 @@ def test_an_event_has_partials_at_the_sources_ratios_times_its_pitch():
 
 
 def test_pitch_varies_between_events_of_one_source():
-    """A drum-free check of the nuisance: the loudest low peak of single events of one
-    voice drawn as _foreground draws them spans several semitones (spread +-5)."""
+    """The nuisance: events of one voice at pitches drawn as _foreground draws them
+    (+-PITCH_SPREAD semitones around its register) sound at those pitches."""
     source = demo_data.SOURCES["voice_a"]._replace(vibrato=(0.0, 0.0), noise=0.0)
     rng = np.random.default_rng(1)
     pitches = source.register * 2.0 ** (rng.uniform(-demo_data.PITCH_SPREAD, demo_data.PITCH_SPREAD, 8) / 12.0)
@@ -216,8 +216,7 @@ def _spectrum_statistics(name, index):
 
 def test_two_sources_of_one_family_are_told_apart_by_timbre():
     """The two held-out voices: logistic regression on spectrum statistics separates
-    them (the class information is in the sound), while one clip's own pitch does not
-    name its source."""
+    them, so what names a source is in the sound, under its pitch and level nuisance."""
     n = 20
     x = np.array([_spectrum_statistics(c, i) for c in ("voice_d", "voice_e") for i in range(n)])
     labels = np.repeat([0, 1], n)

@@ -82,7 +82,18 @@ def test_several_monitor_sets_each_logged_under_its_stem(tmp_path):
     """task.monitor_manifest=a.tsv,b.tsv: the first set keeps the plain keys, the second
     gets _<stem>; its logged scores are what an independent embedding gives."""
     corpus, ckpt = make_tiny_setup(str(tmp_path))
-    first, second = os.path.join(corpus, "heldout.tsv"), os.path.join(corpus, "train.tsv")
+    # The second set: the held-out clips' first 14 lines under another name (the tiny
+    # train split has sources with a single clip, too few for a monitor class).
+    first, second = os.path.join(corpus, "heldout.tsv"), os.path.join(corpus, "train_like.tsv")
+    with open(first) as f:
+        lines = f.read().splitlines()
+    with open(os.path.join(corpus, "heldout.label")) as f:
+        labels = f.read().splitlines()
+    keep = sorted(range(len(labels)), key=lambda i: labels[i])[:14]  # 7 sources x 2 clips
+    with open(second, "w") as f:
+        f.write("\n".join([lines[0]] + [lines[1 + i] for i in keep]) + "\n")
+    with open(os.path.join(corpus, "train_like.label"), "w") as f:
+        f.write("".join(labels[i] + "\n" for i in keep))
     save_dir = str(tmp_path / "ckpt")
     overrides = tiny_overrides(
         corpus, ckpt, save_dir, **{
@@ -93,11 +104,11 @@ def test_several_monitor_sets_each_logged_under_its_stem(tmp_path):
     assert code == 0, log[-4000:]
     last = _valid_lines(log)[-1]
     for key in ("monitor_knn", "monitor_ncm", "monitor_drift",
-                "monitor_knn_train", "monitor_ncm_train", "monitor_drift_train"):
+                "monitor_knn_train_like", "monitor_ncm_train_like", "monitor_drift_train_like"):
         assert _stat(last, key) is not None, (key, last)
     state = torch.load(os.path.join(save_dir, "checkpoint_last.pt"), weights_only=False)
     encoder = load_audiomae(os.path.join(save_dir, "checkpoint_last.pt"), num_frames=32)
-    for manifest, suffix in ((first, ""), (second, "_train")):
+    for manifest, suffix in ((first, ""), (second, "_train_like")):
         emb = torch.tensor(embed_manifest(encoder, manifest, EmbedConfig(num_frames=32),
                                           progress=False))
         _, targets = targets_from_labels(read_labels(manifest), manifest)

@@ -32,7 +32,7 @@ import argparse
 import json
 import os
 import sys
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import soundfile as sf
