@@ -77,6 +77,14 @@ def test_every_stage_ran_and_is_recorded(quick_run):
         assert f"num_updates {updates[stage]}" in log or f"num_updates={updates[stage]}" in log
         assert (out / stage / "checkpoints" / "checkpoint_last.pt").exists()
         assert os.listdir(out / "tensorboard" / stage)
+    # The monitor of both held-out sets, at every validation, for every stage but MAE.
+    assert set(results["monitor_curves"]) == {"uamix", "none", "sup"}
+    for stage, sets in results["monitor_curves"].items():
+        assert set(sets) == {"heldout", "seen_test"}
+        for curve in sets.values():
+            assert [point[0] for point in curve] == [3], (stage, curve)  # validated at 3
+            assert all(0 <= value <= 100 for value in curve[0][1:])
+    assert on_disk["monitor_curves"] == json.loads(json.dumps(results["monitor_curves"]))
     # uaMix and "none" differ only in the mixing.
     assert "mix_mode=none" in (out / "logs" / "none.log").read_text().splitlines()[0]
     # The supervised reference trains on the seen classes' labels with the tunings'

@@ -82,8 +82,9 @@ def test_several_monitor_sets_each_logged_under_its_stem(tmp_path):
     """task.monitor_manifest=a.tsv,b.tsv: the first set keeps the plain keys, the second
     gets _<stem>; its logged scores are what an independent embedding gives."""
     corpus, ckpt = make_tiny_setup(str(tmp_path))
-    # The second set: the held-out clips' first 14 lines under another name (the tiny
-    # train split has sources with a single clip, too few for a monitor class).
+    # The second set: 14 held-out clips (the first 7 sources by name, 2 clips each)
+    # under another name (the tiny train split has sources with a single clip, too few
+    # for a monitor class).
     first, second = os.path.join(corpus, "heldout.tsv"), os.path.join(corpus, "train_like.tsv")
     with open(first) as f:
         lines = f.read().splitlines()

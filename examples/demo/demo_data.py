@@ -57,8 +57,12 @@ SOURCES_PER_FAMILY, SEEN_PER_FAMILY = 5, 3
 SOURCE_SEED = 20261206  # the sources' own generator: fixed, independent of the corpus seed
 
 
+def _name(family: str, index: int) -> str:
+    return f"{family}_{'abcdefghij'[index]}"
+
+
 def _names(first: int, stop: int) -> Tuple[str, ...]:
-    return tuple(f"{family}_{'abcdefghij'[i]}" for family in FAMILIES for i in range(first, stop))
+    return tuple(_name(family, i) for family in FAMILIES for i in range(first, stop))
 
 
 SEEN_CLASSES: Tuple[str, ...] = _names(0, SEEN_PER_FAMILY)
@@ -98,7 +102,12 @@ def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
 
 
 def _draw_source(family: str, rng: np.random.Generator) -> Source:
-    """Random timbre parameters of one source of ``family``."""
+    """Random timbre parameters of one source of ``family``.
+
+    ``tilt`` and ``body`` are drawn for every family, used or not (a voice's formants
+    come from its vowels, a bell has its own partial levels, a drum's noise band and
+    single thump are rescaled to unit power whatever the weights and body): the later
+    draws, and so every source, stay as they were recorded."""
     k = np.arange(1, 41, dtype=np.float64)
     tilt = k ** -rng.uniform(0.6, 1.6)
     body = np.array([[_log_uniform(rng, 300.0, 5000.0), _log_uniform(rng, 100.0, 800.0),
@@ -134,8 +143,7 @@ def _all_sources() -> Dict[str, Source]:
     out = {}
     for f, family in enumerate(FAMILIES):
         for i in range(SOURCES_PER_FAMILY):
-            name = f"{family}_{'abcdefghij'[i]}"
-            out[name] = _draw_source(family, np.random.default_rng([SOURCE_SEED, f, i]))
+            out[_name(family, i)] = _draw_source(family, np.random.default_rng([SOURCE_SEED, f, i]))
     return out
 
 
@@ -203,7 +211,8 @@ def _render(source: Source, rng: np.random.Generator, pitch: float, duration: fl
     tone = np.sum(amplitudes * np.sin(ratios * phase + rng.uniform(0.0, 2.0 * np.pi, size=ratios.shape)), axis=0)
     tone /= np.sqrt(np.mean(tone**2)) + 1e-12
     if source.noise > 0.0:
-        if source.family == "drum":  # the band around the pitch, through the body
+        if source.family == "drum":  # the band around the pitch (a drum's body and
+            #                          weights are drawn but leave it as it is)
             noise = _noise_band(rng, n, pitch / 1.5, min(pitch * 1.5, 0.45 * sample_rate), sample_rate)
         else:  # breath: broadband above the fundamental
             noise = _noise_band(rng, n, pitch, 0.45 * sample_rate, sample_rate)
@@ -370,6 +379,8 @@ def make_demo_corpus(
     if int(seen_test_clips_per_class) != seen_test_clips_per_class or seen_test_clips_per_class < 0:
         raise ValueError("seen_test_clips_per_class must be a whole number >= 0, got "
                          f"{seen_test_clips_per_class}")
+    if sample_rate < 16000:
+        raise ValueError(f"sample_rate={sample_rate}: the sources reach 7.5 kHz; use 16000 Hz or more")
     if SHORTEST_FRACTION * seconds * sample_rate < 400:
         raise ValueError(
             f"seconds={seconds} at {sample_rate} Hz makes clips shorter than one 25 ms frame "

@@ -31,8 +31,9 @@ tensorboard events in OUT_DIR/tensorboard/<stage>):
    (OUT_DIR/fewshot_seen/): table, JSON, CSV, plot in each.
 
 Every encoder is exported to OUT_DIR/encoders/<stage>.pth (AudioMAE layout).
-OUT_DIR/results.json records the wall-clock time of every stage, the settings and the
-few-shot results. ``--quick`` shrinks everything (a tiny corpus, model and a few updates)
+OUT_DIR/results.json records the wall-clock time of every stage, the settings, the
+few-shot results and the monitor curves of the tunings and the supervised reference
+(leave-one-out k-NN and NCM on the held-out classes and clips at every validation). ``--quick`` shrinks everything (a tiny corpus, model and a few updates)
 to check the whole path in well under a minute; its numbers mean nothing.
 """
 

@@ -15,14 +15,15 @@ import sys
 
 
 def load_curves(out_dir):
-    """{variant: {set: [(update, knn, ncm)]}} of a finished run_benchmark.py folder."""
+    """{variant: {set: [(update, knn, ncm)]}} of a finished run_benchmark.py or
+    demo_pipeline.py folder."""
     path = os.path.join(out_dir, "results.json")
     if not os.path.isfile(path):
         raise SystemExit(f"error: {path} is missing: is {out_dir} a finished run_benchmark.py or demo_pipeline.py folder?")
     with open(path) as f:
         curves = json.load(f).get("monitor_curves") or {}
     if not curves or not any(any(c for c in sets.values()) for sets in curves.values()):
-        raise SystemExit(f"error: {path} holds no monitor curves (was --monitor off?)")
+        raise SystemExit(f"error: {path} holds no monitor curves (run_benchmark.py: was --monitor off?)")
     return curves
 
 
