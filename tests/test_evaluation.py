@@ -412,7 +412,9 @@ def demo(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("evaluation")
     corpus = root / "corpus"
-    assert demo_data.main([str(corpus), "--clips-per-class", "8", "--seconds", "0.5"]) == 0
+    # train.tsv only: one clip per held-out source is the least the corpus writes.
+    assert demo_data.main([str(corpus), "--clips-per-class", "8", "--heldout-clips-per-class", "1",
+                           "--seconds", "0.5"]) == 0
     cfg = EncoderConfig(embed_dim=64, depth=2, num_heads=1, num_frames=32)
     write_random_audiomae(root / "tiny.pth", cfg)
     write_random_audiomae(root / "other.pth", cfg, seed=1)

@@ -246,7 +246,8 @@ def setup(tmp_path_factory):
     import subprocess
     import sys
     subprocess.run([sys.executable, os.path.join(REPO, "examples", "demo", "demo_data.py"), corpus,
-                    "--clips-per-class", "4", "--seconds", "0.5"], check=True,
+                    "--clips-per-class", "4", "--heldout-clips-per-class", "1",
+                    "--seconds", "0.5"], check=True,
                    capture_output=True)
     ckpt = str(root / "tiny.pth")
     write_random_audiomae(ckpt, TINY, seed=0)  # decoder_embed 32 x 64, decoder_pred 256 x 32

@@ -18,7 +18,8 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     out = tmp_path_factory.mktemp("corpus")
-    assert demo_data.main([str(out), "--clips-per-class", "4", "--seconds", "0.5"]) == 0
+    assert demo_data.main([str(out), "--clips-per-class", "4", "--heldout-clips-per-class", "1",
+                           "--seconds", "0.5"]) == 0
     return out
 
 
