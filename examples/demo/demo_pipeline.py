@@ -33,8 +33,9 @@ tensorboard events in OUT_DIR/tensorboard/<stage>):
 Every encoder is exported to OUT_DIR/encoders/<stage>.pth (AudioMAE layout).
 OUT_DIR/results.json records the wall-clock time of every stage, the settings, the
 few-shot results and the monitor curves of the tunings and the supervised reference
-(leave-one-out k-NN and NCM on the held-out classes and clips at every validation). ``--quick`` shrinks everything (a tiny corpus, model and a few updates)
-to check the whole path in well under a minute; its numbers mean nothing.
+(leave-one-out k-NN and NCM on the held-out classes and clips at every validation).
+``--quick`` shrinks everything (a tiny corpus, model and a few updates) to check the
+whole path in well under a minute; its numbers mean nothing.
 """
 
 import argparse
@@ -270,10 +271,10 @@ def run_pipeline(out_dir: str, quick: bool = False, joint: bool = False, seed: i
     # Visible while training: leave-one-out k-NN and class-mean accuracy on the held-out
     # classes and on the held-out clips of the seen ones, logged at every validation
     # (never used to pick a checkpoint).
-    monitor = ",".join(os.path.join(corpus, f"{split}.tsv") for split in ("heldout", "seen_test"))
+    monitor = ("task.monitor_manifest='" + ",".join(
+        os.path.join(corpus, f"{split}.tsv") for split in ("heldout", "seen_test")) + "'")
     tune = common + head + [f"model.audiomae_checkpoint={encoders['mae']}",
-                            f"optimization.max_update={plan['tune_updates']}", schedule,
-                            f"task.monitor_manifest='{monitor}'"]
+                            f"optimization.max_update={plan['tune_updates']}", schedule, monitor]
     # Independent runs: side by side, one core each, on a 2-core machine.
     tunings = [("uamix", "demo", tune), ("none", "demo", tune + ["criterion.mix_mode=none"])]
     if parallel:
@@ -285,8 +286,8 @@ def run_pipeline(out_dir: str, quick: bool = False, joint: bool = False, seed: i
     encoders["none"] = export_encoder("none", out_dir)
     # common last: --quick's shrunk batch and intervals win over the stage's own.
     timings.update(train_stages([("sup", "finetune_demo", supervised_overrides(
-        encoders["mae"], plan["tune_updates"], schedule) + common
-        + [f"task.monitor_manifest='{monitor}'"])], out_dir, threads))
+        encoders["mae"], plan["tune_updates"], schedule) + common + [monitor])],
+        out_dir, threads))
     encoders["sup"] = export_encoder("sup", out_dir)
     if joint:
         # The same wall-clock as MAE + uaMix, so the comparison is at equal compute;
