@@ -50,12 +50,20 @@ def add_encoder_args(parser: argparse.ArgumentParser):
                    help="mean pooling over the patches of real frames only: patches "
                    "whose frames are all zero padding are left out (a partly real patch "
                    "counts as real) (default: all patches)")
+    g.add_argument("--windows", type=int, default=1, metavar="N",
+                   help="embed up to N consecutive crops of --num-frames frames from each "
+                   "clip's start and average their embeddings, so that a long clip counts "
+                   "whole; a partial last crop is left out unless the clip is shorter than "
+                   "one crop; the --baseline features are averaged the same way. Costs up "
+                   "to N times the embedding time (default: 1, the "
+                   "first crop only, as AudioMAE evaluates)")
     g.add_argument("--readout", action="append", default=None, metavar="SPEC",
                    help="per-encoder readout, one per --encoder in the same order (like "
                    "--name): comma-separated layer=L, pooling=mean|cls, final_norm=on|off, "
-                   "real_patches=on|off; keys left out (or SPEC 'default') take the "
-                   "--layer/--pooling/--final-norm/--pool-real-patches values. Give the "
-                   "same file twice to compare two readouts of it on the same episodes")
+                   "real_patches=on|off, windows=N; keys left out (or SPEC 'default') take "
+                   "the --layer/--pooling/--final-norm/--pool-real-patches/--windows "
+                   "values. Give the same file twice to compare two readouts of it on the "
+                   "same episodes")
     g.add_argument("--baseline", action="append", default=None, choices=["fbank_stats"],
                    help="also score a no-learning baseline on the same clips and "
                    "episodes (repeatable). fbank_stats: mean and standard deviation over "
@@ -136,7 +144,9 @@ def attack_config(args):
     return attack if attack.enabled else None
 
 
-READOUT_KEYS = ("layer", "pooling", "final_norm", "real_patches")
+WINDOWS_ATTACK_ERROR = ("the attack options perturb the first crop of each clip: use "
+                        "them with --windows 1 (and no windows= in --readout)")
+READOUT_KEYS = ("layer", "pooling", "final_norm", "real_patches", "windows")
 _ON_OFF = {"on": True, "off": False, "true": True, "false": False, "1": True, "0": False,
            "yes": True, "no": False}
 
@@ -162,6 +172,11 @@ def parse_readout(spec: Optional[str], base):
             except ValueError:
                 raise EvaluationError(f"--readout {spec!r}: layer must be an integer, got "
                                       f"{value!r}") from None
+        elif key == "windows":
+            if not value.isdigit() or int(value) < 1:
+                raise EvaluationError(f"--readout {spec!r}: windows must be a whole number "
+                                      f"of at least 1, got {value!r}")
+            changes["windows"] = int(value)
         elif key == "pooling":
             if value not in ("mean", "cls"):
                 raise EvaluationError(f"--readout {spec!r}: pooling must be mean or cls")
@@ -222,7 +237,10 @@ def embed_config(args, num_frames: Optional[int] = None):
                       layer=getattr(args, "layer", None),
                       final_norm=getattr(args, "final_norm", "on") == "on",
                       pool_real_patches=getattr(args, "pool_real_patches", False),
-                      pad_mode=getattr(args, "pad_mode", "zero"))
+                      pad_mode=getattr(args, "pad_mode", "zero"),
+                      windows=getattr(args, "windows", 1))
+    if cfg.windows < 1:
+        raise EvaluationError(f"--windows must be at least 1, got {cfg.windows}")
     cfg.frontend()  # checks --norm
     if frames < 16 or frames % 16 or args.batch_size < 1:
         raise EvaluationError("--num-frames must be a positive multiple of 16 (the patch "
@@ -256,6 +274,9 @@ def encoder_configs(args, paths: Sequence[str]) -> list:
                 f"{depth} blocks (1-based, or negative from the end; 0 = the patch "
                 "embedding)")
         out.append(cfg)
+    if any(c.windows != 1 for c in out) and hasattr(args, "attack_eps_db") \
+            and attack_config(args):
+        raise EvaluationError(WINDOWS_ATTACK_ERROR)
     return out
 
 

@@ -297,6 +297,10 @@ def attack_files(paths: Sequence[str], manifest, clips: Sequence[int], cfg,
     cfgs = list(cfg) if isinstance(cfg, (list, tuple)) else [cfg] * len(paths)
     if len(cfgs) != len(paths):
         raise ValueError(f"{len(cfgs)} settings for {len(paths)} encoder files")
+    if any(c.windows != 1 for c in cfgs + ([source_cfg] if source_cfg else [])):
+        from ._cli import WINDOWS_ATTACK_ERROR
+
+        raise EvaluationError(WINDOWS_ATTACK_ERROR)
     entries: Dict[Tuple[str, str], Tuple[str, object]] = {}
     for p, c in zip(paths, cfgs):
         entries.setdefault(_entry_key(p, c), (p, c))

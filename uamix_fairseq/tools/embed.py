@@ -11,6 +11,9 @@ embedded again.
 Readout (``EmbedConfig``): which block's tokens (``layer``), ``pooling`` (mean or cls),
 the final norm on or off (``final_norm``), and mean pooling over the patches of real
 frames only (``pool_real_patches``); the defaults are the encoder's ``embed``.
+``windows`` > 1 embeds up to that many consecutive crops of ``num_frames`` frames from the
+clip's start and averages them (``clip_windows``), so a clip longer than one crop is
+embedded whole instead of by its first crop only.
 The no-learning baselines (``evaluation.baselines``) go through the same clips and
 fbank (``baseline_manifest``).
 """
@@ -44,6 +47,7 @@ class EmbedConfig:
     final_norm: bool = True      # the encoder's final norm (norm or fc_norm) on/off
     pool_real_patches: bool = False  # mean over patches with at least one real frame
     pad_mode: str = "zero"  # clips shorter than num_frames: zero-padded or repeated
+    windows: int = 1  # mean over up to this many consecutive crops of the clip
 
     @property
     def default_readout(self) -> bool:
@@ -60,9 +64,13 @@ class EmbedConfig:
             parts.append("final_norm=off")
         if self.pool_real_patches:
             parts.append("real_patches=on")
+        if self.windows != 1:
+            parts.append(f"windows={self.windows}")
         return ",".join(parts) or "default"
 
     def frontend(self) -> FrontendConfig:
+        if self.windows < 1:
+            raise ValueError(f"windows must be at least 1, got {self.windows}")
         if self.norm not in NORM_STATS:
             raise ValueError(f"norm must be one of {sorted(NORM_STATS)}, got {self.norm!r}")
         mean, std = NORM_STATS[self.norm]
@@ -115,6 +123,8 @@ def baseline_cache_key(name: str, manifest_path, cfg: EmbedConfig) -> str:
     h.update(text)
     h.update(_audio_files_key(manifest_path, text))
     h.update(repr((cfg.num_frames, cfg.norm, cfg.sample_rate, cfg.resample)).encode())
+    if cfg.windows != 1:  # keys of one-crop features stay as they were
+        h.update(f"windows={cfg.windows}".encode())
     return h.hexdigest()[:16]
 
 
@@ -124,10 +134,12 @@ BAD_CLIP_HINT = ("every clip gets an embedding: re-encode or remove the file fro
 
 def clip_dataset(manifest_path, cfg: EmbedConfig):
     """The manifest's clips as evaluation sees them: cropped from the start to the
-    samples of ``cfg.num_frames`` frames, each clip's mean removed (fairseq-backed)."""
+    samples of ``cfg.windows`` crops of ``cfg.num_frames`` frames, each clip's mean
+    removed (fairseq-backed)."""
     from ..data.audio_dataset import AudioClipDataset
 
-    return AudioClipDataset(str(manifest_path), max_samples=cfg.frontend().max_samples,
+    return AudioClipDataset(str(manifest_path),
+                            max_samples=cfg.frontend().max_samples * cfg.windows,
                             sample_rate=cfg.sample_rate, resample=cfg.resample,
                             random_crop=False, bad_clip_hint=BAD_CLIP_HINT)
 
@@ -151,6 +163,61 @@ def iter_clip_batches(dataset, indices: Sequence[int], batch_size: int,
                batch["net_input"]["lengths"])
 
 
+def clip_windows(wav: torch.Tensor, lengths, window: int, max_windows: int,
+                 min_tail: int = 1) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Cut each clip into consecutive windows of ``window`` samples from its start.
+
+    ``wav`` [B, N] zero-padded clips of ``lengths`` [B] samples. A clip gets its whole
+    windows and a partial last one holding at least ``min_tail`` samples, at most
+    ``max_windows`` in all, and always at least one (a clip shorter than ``min_tail``
+    is its own only window). Returns ``(windows [M, W], window lengths [M], owner
+    [M])``: the samples of each window that are the clip's, and the clip (row of
+    ``wav``) each window belongs to, clips in order. ``W = min(window, N)``, so a batch
+    of clips no longer than one window comes back as it is."""
+    lengths = torch.as_tensor(lengths, dtype=torch.long)
+    if wav.shape[1] <= window:
+        return wav, lengths, torch.arange(wav.shape[0])
+    tail = lengths % window
+    counts = lengths // window + (tail >= min_tail).long()
+    counts = counts.clamp(min=1, max=max_windows)
+    owner = torch.repeat_interleave(torch.arange(wav.shape[0]), counts)
+    # k: the place of each window among its clip's windows
+    k = torch.arange(len(owner)) - torch.repeat_interleave(counts.cumsum(0) - counts, counts)
+    starts = k * window
+    padded = torch.nn.functional.pad(wav, (0, window))  # a last window may overrun wav
+    windows = padded[owner[:, None], starts[:, None] + torch.arange(window)[None, :]]
+    window_lengths = (lengths[owner] - starts).clamp(max=window)
+    return windows, window_lengths, owner
+
+
+def _window_features(wav, lengths, cfg: EmbedConfig, frontend: FrontendConfig, device,
+                     feature) -> torch.Tensor:
+    """Features [B, D] of clips: ``feature(model input, valid frames)`` of each of their
+    windows (``clip_windows``; a partial last window needs one frame of audio),
+    ``cfg.batch_size`` windows at a time, averaged per clip with weights proportional
+    to the real frames of each window, as the HEAR scene embedding (``tools.hear``)
+    weighs them: a short last window counts by the audio it holds."""
+    from ..audio.features import frame_length
+
+    windows, window_lengths, owner = clip_windows(
+        wav, lengths, frontend.max_samples, cfg.windows,
+        min_tail=frame_length(frontend.sample_rate))
+    parts = []
+    for start in range(0, len(owner), cfg.batch_size):
+        stop = start + cfg.batch_size
+        fbank, valid = batch_fbank(windows[start:stop].to(device),
+                                   window_lengths[start:stop], frontend)
+        parts.append(torch.as_tensor(feature(model_input(fbank, frontend), valid)))
+    feats = torch.cat(parts)
+    if len(owner) == wav.shape[0]:
+        return feats  # one window per clip: nothing to average
+    weight = real_frames(window_lengths, frontend).double().clamp(min=1)
+    sums = torch.zeros(wav.shape[0], feats.shape[1], dtype=torch.float64)
+    sums.index_add_(0, owner, feats.double() * weight[:, None])
+    total = torch.zeros(wav.shape[0], dtype=torch.float64).index_add_(0, owner, weight)
+    return (sums / total[:, None]).to(feats.dtype)
+
+
 @torch.no_grad()
 def embed_manifest(encoder: AudioMAEEncoder, manifest_path, cfg: EmbedConfig,
                    device="cpu", progress: bool = True) -> np.ndarray:
@@ -162,8 +229,9 @@ def embed_manifest(encoder: AudioMAEEncoder, manifest_path, cfg: EmbedConfig,
     batches = iter_clip_batches(ds, range(len(ds)), cfg.batch_size, progress,
                                 desc=f"embedding {os.path.basename(str(manifest_path))}")
     for ids, wav, lengths in batches:
-        fbank, valid = batch_fbank(wav.to(device), lengths, frontend)
-        out[ids] = embed_inputs(encoder, model_input(fbank, frontend), cfg, valid)
+        out[ids] = _window_features(
+            wav, lengths, cfg, frontend, device,
+            lambda x, valid: embed_inputs(encoder, x, cfg, valid)).numpy()
     return out
 
 
@@ -230,8 +298,9 @@ def baseline_manifest(name: str, manifest_path, cfg: EmbedConfig, device="cpu",
     batches = iter_clip_batches(ds, range(len(ds)), cfg.batch_size, progress,
                                 desc=f"{name} of {os.path.basename(str(manifest_path))}")
     for ids, wav, lengths in batches:
-        fbank, valid = batch_fbank(wav.to(device), lengths, frontend)
-        rows.append((ids, feature(model_input(fbank, frontend), valid.cpu())))
+        rows.append((ids, _window_features(
+            wav, lengths, cfg, frontend, device,
+            lambda x, valid: feature(x, valid.cpu())).numpy()))
     dim = rows[0][1].shape[1]
     out = np.zeros((len(ds), dim), dtype=np.float32)
     for ids, feats in rows:

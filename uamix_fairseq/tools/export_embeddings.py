@@ -19,8 +19,9 @@ There is one data path: a folder is first described by a temporary manifest
 path, unreadable files skipped and reported), screened by decoding each file (silent,
 truncated or too short files skipped and reported too: one rule), then embedded by
 ``uamix_fairseq.tools.embed`` exactly as the evaluation tools embed a manifest (crop from the
-start or zero-pad to ``--num-frames`` frames, by default the encoder's own length, as
-``uamix-fewshot``/``uamix-probe`` do; AudioMAE normalisation; the readout options
+start or pad to ``--num-frames`` frames, by default the encoder's own length, as
+``uamix-fewshot``/``uamix-probe`` do, ``--pad-mode`` zero or repeat; ``--windows N``
+averages up to N consecutive crops; AudioMAE normalisation; the readout options
 ``--layer``, ``--final-norm``, ``--pool-real-patches`` and ``--pooling``).
 """
 
@@ -99,20 +100,27 @@ def _load_encoder(encoder_path, num_frames: Optional[int]) -> AudioMAEEncoder:
 def prepare_encoder(encoder_path, num_frames: Optional[int] = None, norm: str = "audioset",
                     pooling: str = "mean", batch_size: int = 32, resample: bool = False,
                     device="cpu", layer: Optional[int] = None, final_norm: bool = True,
-                    pool_real_patches: bool = False
+                    pool_real_patches: bool = False, pad_mode: str = "zero",
+                    windows: int = 1
                     ) -> Tuple[AudioMAEEncoder, EmbedConfig, torch.device]:
     """Check the settings and read the encoder (``num_frames=None``: the file's own input
     length), so that a bad checkpoint or option fails before any audio is touched.
-    ``layer``, ``final_norm``, ``pool_real_patches``: the readout (``EmbedConfig``)."""
+    ``layer``, ``final_norm``, ``pool_real_patches``, ``pad_mode``, ``windows``: as in
+    ``EmbedConfig``."""
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
+    if windows < 1:
+        raise ValueError(f"--windows must be at least 1, got {windows}")
+    if pad_mode not in ("zero", "repeat"):
+        raise ValueError(f"--pad-mode must be zero or repeat, got {pad_mode!r}")
     if pooling not in ("mean", "cls"):
         raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
     device = check_device(device)
     encoder = _load_encoder(encoder_path, num_frames)
     cfg = EmbedConfig(num_frames=encoder.cfg.num_frames, norm=norm, pooling=pooling,
                       batch_size=batch_size, resample=resample, layer=layer,
-                      final_norm=bool(final_norm), pool_real_patches=bool(pool_real_patches))
+                      final_norm=bool(final_norm), pool_real_patches=bool(pool_real_patches),
+                      pad_mode=pad_mode, windows=int(windows))
     cfg.frontend()  # checks the norm name
     check_readout(encoder, cfg, where=str(encoder_path))
     return encoder, cfg, device
@@ -133,7 +141,8 @@ def embed_clips(encoder_path, manifest_path, num_frames: Optional[int] = None,
                 norm: str = "audioset", pooling: str = "mean", batch_size: int = 32,
                 resample: bool = False, device="cpu", cache_dir: Optional[str] = None,
                 progress: bool = True, layer: Optional[int] = None,
-                final_norm: bool = True, pool_real_patches: bool = False
+                final_norm: bool = True, pool_real_patches: bool = False,
+                pad_mode: str = "zero", windows: int = 1
                 ) -> Tuple[np.ndarray, EmbedConfig]:
     """Embeddings ``[N, D]`` of the manifest's clips by the encoder file, in manifest
     order, through ``uamix_fairseq.tools.embed``; and the ``EmbedConfig`` used.
@@ -143,7 +152,7 @@ def embed_clips(encoder_path, manifest_path, num_frames: Optional[int] = None,
     """
     encoder, cfg, dev = prepare_encoder(encoder_path, num_frames, norm, pooling, batch_size,
                                         resample, device, layer, final_norm,
-                                        pool_real_patches)
+                                        pool_real_patches, pad_mode, windows)
     if cache_dir:
         encoder = None  # freed before the cache path reads the file again on a miss
     return _embed_prepared(encoder, encoder_path, manifest_path, cfg, dev, cache_dir,
@@ -209,7 +218,7 @@ def export_embeddings(encoder_path, out_path, manifest: Optional[str] = None,
     (``.npy`` + ``.txt``, or ``.npz``). ``embed_kwargs`` are :func:`embed_clips`'s
     keyword arguments (``num_frames``, ``norm``, ``pooling``, ``batch_size``,
     ``resample``, ``device``, ``cache_dir``, ``progress``, ``layer``, ``final_norm``,
-    ``pool_real_patches``).
+    ``pool_real_patches``, ``pad_mode``, ``windows``).
 
     Returns a summary: ``out``, ``paths_file`` (``.npy`` only), ``num_clips``, ``dim``,
     ``num_frames``, ``labels`` (whether labels were written), ``warnings``.
@@ -299,6 +308,14 @@ def add_embedding_arguments(parser: argparse.ArgumentParser):
     parser.add_argument("--pool-real-patches", action="store_true",
                         help="mean pooling over the patches of real frames only (patches "
                         "that are all zero padding are left out; default: all patches)")
+    parser.add_argument("--pad-mode", default="zero", choices=("zero", "repeat"),
+                        help="clips shorter than the crop: zero-padded (AudioMAE) or filled "
+                        "by repeating the clip; use what the encoder was trained with "
+                        "(task.pad_mode) (default: zero)")
+    parser.add_argument("--windows", type=int, default=1, metavar="N",
+                        help="embed up to N consecutive crops from each clip's start and "
+                        "average them, so that a long clip counts whole (default: 1, the "
+                        "first crop only)")
     parser.add_argument("--batch-size", type=int, default=32,
                         help="clips per forward pass (default: 32)")
     parser.add_argument("--device", default="cpu",
@@ -317,7 +334,8 @@ def embedding_kwargs(args) -> Dict:
                 cache_dir=args.cache_dir, progress=not args.quiet,
                 layer=getattr(args, "layer", None),
                 final_norm=getattr(args, "final_norm", "on") == "on",
-                pool_real_patches=getattr(args, "pool_real_patches", False))
+                pool_real_patches=getattr(args, "pool_real_patches", False),
+                pad_mode=args.pad_mode, windows=args.windows)
 
 
 def _build_parser() -> argparse.ArgumentParser:
