@@ -10,6 +10,7 @@ from typing import Callable, List, Optional, Sequence
 import numpy as np
 
 from . import EvaluationError
+from ..tools.embed import PAD_MODE_HELP, WINDOWS_HELP
 
 logger = logging.getLogger("uamix_fairseq.evaluation")
 
@@ -31,9 +32,7 @@ def add_encoder_args(parser: argparse.ArgumentParser):
                    help="fbank normalisation statistics: audioset, esc50 or "
                    "speechcommands (default: audioset)")
     g.add_argument("--pad-mode", default="zero", choices=["zero", "repeat"],
-                   help="clips shorter than the crop: zero-padded (AudioMAE) or filled by "
-                   "repeating the clip; use what the encoder was trained with "
-                   "(task.pad_mode) (default: zero)")
+                   help=PAD_MODE_HELP)
     g.add_argument("--pooling", default="mean", choices=["mean", "cls"],
                    help="clip embedding: mean of the patch tokens, or the cls token "
                    "(default: mean)")
@@ -51,12 +50,7 @@ def add_encoder_args(parser: argparse.ArgumentParser):
                    "whose frames are all zero padding are left out (a partly real patch "
                    "counts as real) (default: all patches)")
     g.add_argument("--windows", type=int, default=1, metavar="N",
-                   help="embed up to N consecutive crops of --num-frames frames from each "
-                   "clip's start and average their embeddings, so that a long clip counts "
-                   "whole; a partial last crop is left out unless the clip is shorter than "
-                   "one crop; the --baseline features are averaged the same way. Costs up "
-                   "to N times the embedding time (default: 1, the "
-                   "first crop only, as AudioMAE evaluates)")
+                   help=WINDOWS_HELP + "; the --baseline features are averaged the same way")
     g.add_argument("--readout", action="append", default=None, metavar="SPEC",
                    help="per-encoder readout, one per --encoder in the same order (like "
                    "--name): comma-separated layer=L, pooling=mean|cls, final_norm=on|off, "

@@ -128,6 +128,16 @@ def baseline_cache_key(name: str, manifest_path, cfg: EmbedConfig) -> str:
     return h.hexdigest()[:16]
 
 
+# Help of the options every embedding command shares (uamix-fewshot, -probe, -embed).
+WINDOWS_HELP = ("embed up to N consecutive crops of the encoder's frames (--num-frames) from "
+                "each clip's start and average them, weighted by the real frames of each "
+                "(a partial last crop counts by the audio it holds), so that a long clip "
+                "counts whole; costs up to N times the embedding time (default: 1, the "
+                "first crop only, as AudioMAE evaluates)")
+PAD_MODE_HELP = ("clips shorter than the crop: zero-padded (AudioMAE) or filled by "
+                 "repeating the clip; use what the encoder was trained with "
+                 "(task.pad_mode) (default: zero)")
+
 BAD_CLIP_HINT = ("every clip gets an embedding: re-encode or remove the file from the "
                  "manifest (uamix-embed --audio-dir skips and reports such files)")
 

@@ -37,7 +37,8 @@ import soundfile as sf
 import torch
 
 from ..modules.audiomae import AudioMAEEncoder, load_audiomae
-from .embed import EmbedConfig, cached_embeddings, check_readout, embed_manifest
+from .embed import (PAD_MODE_HELP, WINDOWS_HELP, EmbedConfig, cached_embeddings,
+                    check_readout, embed_manifest)
 from ..audio.features import NORM_STATS
 from ..labels import label_path_for, read_labels
 from ..manifest import ManifestError, make_manifests, read_manifest, write_manifest
@@ -309,13 +310,8 @@ def add_embedding_arguments(parser: argparse.ArgumentParser):
                         help="mean pooling over the patches of real frames only (patches "
                         "that are all zero padding are left out; default: all patches)")
     parser.add_argument("--pad-mode", default="zero", choices=("zero", "repeat"),
-                        help="clips shorter than the crop: zero-padded (AudioMAE) or filled "
-                        "by repeating the clip; use what the encoder was trained with "
-                        "(task.pad_mode) (default: zero)")
-    parser.add_argument("--windows", type=int, default=1, metavar="N",
-                        help="embed up to N consecutive crops from each clip's start and "
-                        "average them, so that a long clip counts whole (default: 1, the "
-                        "first crop only)")
+                        help=PAD_MODE_HELP)
+    parser.add_argument("--windows", type=int, default=1, metavar="N", help=WINDOWS_HELP)
     parser.add_argument("--batch-size", type=int, default=32,
                         help="clips per forward pass (default: 32)")
     parser.add_argument("--device", default="cpu",
