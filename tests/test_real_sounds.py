@@ -238,6 +238,15 @@ def test_speakers_are_sampled_per_voice_and_resampled_from_8k(built):
     assert read_manifest(out / "again" / "speakers.tsv").paths == manifest.paths
 
 
+def test_music_is_told_by_folder_except_in_the_dialog_packages():
+    assert brs.is_music("wesnoth-1.16-music/wesnoth/1.16/data/core/music/x_ogg__seg000.wav")
+    assert brs.is_music("warmux-data/warmux/music/ingame/track_ogg__seg003.wav")
+    assert brs.is_music("fillets-ng-data/fillets-ng/music/rybky01_ogg__seg006.wav")
+    assert not brs.is_music("warmux-data/warmux/sound/default/misc/frog_music_ogg.wav")
+    assert not brs.is_music("fillets-ng-data-cs/fillets-ng/sound/music/cs/ves-m-dik_ogg.wav")
+    assert not brs.is_music("music/file.wav")  # a package is never a folder of its own
+
+
 def test_pool_excludes_speakers_and_splits_by_source(built):
     top, out, facts, summary = built
     train = read_manifest(out / "pool" / "train.tsv")
@@ -264,6 +273,14 @@ def test_pool_excludes_speakers_and_splits_by_source(built):
     assert summary["pool"]["clips"] == len(every)
     assert summary["pool"]["long_files_cut"] == 1
     assert summary["pool"]["clips_per_package"]["wesnoth-1.16-music"] == 3
+    # pool_nomusic: the same split less the three music segments
+    for split, full in (("train", train), ("valid", valid)):
+        nomusic = read_manifest(out / "pool_nomusic" / f"{split}.tsv")
+        assert nomusic.root == full.root
+        assert nomusic.paths == [p for p in full.paths if "theme_ogg__seg" not in p]
+        assert summary["pool"]["without_music"][f"{split}_clips"] == len(nomusic)
+    assert len(every) - summary["pool"]["without_music"]["train_clips"] \
+        - summary["pool"]["without_music"]["valid_clips"] == 3
     # Every listed file exists with its listed length.
     for rel in every[:20]:
         assert sf.info(os.path.join(train.root, rel)).frames == sizes[rel]

@@ -19,7 +19,8 @@ Steps (README.md beside this file has the details and the measured counts):
    ``relative/path<TAB>num_samples``) and ``.label`` files (one class per clip line):
    ``OUT_DIR/pool/{train,valid}.tsv`` (unlabelled; files longer than 10 s are cut into
    consecutive 10 s segments; valid is ~5% of the source files, at least 16 clips,
-   segments of one file never split between train and valid) and
+   segments of one file never split between train and valid), the same split without
+   the clips cut from music tracks in ``OUT_DIR/pool_nomusic/``, and
    ``OUT_DIR/<set>.tsv`` + ``OUT_DIR/<set>.label`` for each labelled few-shot set
    (whole clips, at most ``--max-per-class`` per class drawn with the seed, classes
    with fewer than ``--min-per-class`` clips dropped). The ``speakers`` set is held
@@ -56,7 +57,7 @@ if _REPO not in sys.path:
 
 from uamix_fairseq.audio.decode import resample_waveform  # noqa: E402
 from uamix_fairseq.labels import write_labels  # noqa: E402
-from uamix_fairseq.manifest import write_manifest  # noqa: E402
+from uamix_fairseq.manifest import read_manifest, write_manifest  # noqa: E402
 
 SAMPLE_RATE = 16000
 MIN_SECONDS = 0.3
@@ -610,6 +611,7 @@ def build_pool(out_dir: str, seed: int,
                          f"in {', '.join(POOL_PACKAGES)}")
 
     summary = write_grouped_split(out_dir, "pool", audio_root, groups, seed)
+    summary["without_music"] = write_without_music(out_dir, audio_root)
     summary.update({
         "long_files_cut": long_files,
         "clips_per_package": per_package,
@@ -617,6 +619,34 @@ def build_pool(out_dir: str, seed: int,
         "excludes": list(HELD_OUT_SETS),
     })
     return summary
+
+
+# Dialog packages: their level named "music" holds spoken lines, not music.
+DIALOG_PACKAGES = ("fillets-ng-data-cs", "fillets-ng-data-nl")
+
+
+def is_music(path: str) -> bool:
+    """A pool clip (``package/...`` path) from a game's music: a file under a ``music``
+    folder (all of wesnoth-1.16-music, and the music of warmux, lincity-ng and
+    fillets-ng), outside the dialog packages."""
+    parts = path.split("/")
+    return parts[0] not in DIALOG_PACKAGES and "music" in parts[1:-1]
+
+
+def write_without_music(out_dir: str, audio_root: str) -> dict:
+    """Write ``pool_nomusic/{train,valid}.tsv``: the pool's split without its music.
+
+    Music tracks are long, so the pool holds many 10 s segments of each (a third of its
+    clips); tuning on the pool without them is measured in the README."""
+    counts = {}
+    for split in ("train", "valid"):
+        clips = read_manifest(os.path.join(out_dir, "pool", f"{split}.tsv"))
+        kept = [(p, n) for p, n in zip(clips.paths, clips.sizes) if not is_music(p)]
+        write_manifest(os.path.join(out_dir, "pool_nomusic", f"{split}.tsv"),
+                       os.path.abspath(audio_root), kept)
+        counts[f"{split}_clips"] = len(kept)
+        counts[f"{split}_hours"] = _hours([n for _, n in kept])
+    return counts
 
 
 def write_grouped_split(out_dir: str, name: str, audio_root: str,

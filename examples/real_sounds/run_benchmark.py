@@ -104,17 +104,18 @@ def supervised_overrides(data, out, labelled_set, mae, seed, epochs=20, batch=16
             f"lr_scheduler.lr_period_updates={(epochs - 2) * per_epoch}"]
 
 
-def check_data(data):
-    missing = [p for p in ["pool/train.tsv", "pool/valid.tsv"] + [f"{s}.tsv" for s in SETS]
-               if not os.path.isfile(os.path.join(data, p))]
+def check_data(data, pool="pool"):
+    missing = [p for p in [f"{pool}/train.tsv", f"{pool}/valid.tsv"] +
+               [f"{s}.tsv" for s in SETS] if not os.path.isfile(os.path.join(data, p))]
     if missing:
         raise PipelineError(f"{data} lacks {', '.join(missing)}: build it first with "
-                            "python examples/real_sounds/build_real_sounds.py DATA_DIR")
+                            "python examples/real_sounds/build_real_sounds.py DATA_DIR "
+                            "(a build before pool_nomusic existed: build it again)")
 
 
 def run(args):
     data, out = os.path.abspath(args.data), os.path.abspath(args.out)
-    check_data(data)
+    check_data(data, args.pool)
     if os.path.exists(os.path.join(out, "logs")) and not args.overwrite:
         raise PipelineError(f"{out} already holds a run; choose a new folder (fairseq "
                             "would resume from its checkpoints)")
@@ -122,7 +123,7 @@ def run(args):
     monitor = args.monitor or ",".join(os.path.join(data, f"{s}.tsv") for s in SETS)
     monitored = [os.path.splitext(os.path.basename(p))[0] for p in monitor.split(",")]
     seconds, encoders = {}, {}
-    common = [f"task.data={os.path.join(data, 'pool')}", "task.pad_mode=repeat",
+    common = [f"task.data={os.path.join(data, args.pool)}", "task.pad_mode=repeat",
               f"task.monitor_manifest='{monitor}'", f"common.seed={args.seed}"]
     if args.mae:
         encoders["mae"] = os.path.abspath(args.mae)
@@ -188,6 +189,9 @@ def main(argv=None):
     p.add_argument("out", help="folder for checkpoints, logs and results")
     p.add_argument("--mae", default=None, help="start from this AudioMAE encoder instead "
                    "of pretraining one")
+    p.add_argument("--pool", default="pool", choices=["pool", "pool_nomusic"],
+                   help="unlabelled clips of DATA to pretrain and tune on: the whole pool, "
+                   "or the pool without the segments of music tracks (default: pool)")
     p.add_argument("--mae-updates", type=int, default=4000)
     p.add_argument("--tune-updates", type=int, default=800)
     p.add_argument("--monitor", default=None, help="monitor manifests, comma-separated "
