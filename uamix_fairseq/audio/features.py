@@ -181,9 +181,10 @@ def _cached_window(device, dtype, win: int) -> torch.Tensor:
     return torch.hann_window(win, periodic=False, dtype=torch.float64).to(dtype=dtype, device=device)
 
 
-def frame_length(sample_rate: float = 16000, frame_length_ms: float = 25.0) -> int:
+def frame_length(sample_rate: float = 16000, frame_length_ms: float = 25.0,
+                 frame_shift_ms: float = 10.0) -> int:
     """Samples of one fbank frame: the shortest clip that gives a frame."""
-    return _frame_sizes(sample_rate, frame_length_ms, frame_length_ms)[0]
+    return _frame_sizes(sample_rate, frame_length_ms, frame_shift_ms)[0]
 
 
 def num_frames(num_samples: int, sample_rate: float = 16000, frame_length_ms: float = 25.0,

@@ -138,8 +138,6 @@ def attack_config(args):
     return attack if attack.enabled else None
 
 
-WINDOWS_ATTACK_ERROR = ("the attack options perturb the first crop of each clip: use "
-                        "them with --windows 1 (and no windows= in --readout)")
 READOUT_KEYS = ("layer", "pooling", "final_norm", "real_patches", "windows")
 _ON_OFF = {"on": True, "off": False, "true": True, "false": False, "1": True, "0": False,
            "yes": True, "no": False}
@@ -268,9 +266,10 @@ def encoder_configs(args, paths: Sequence[str]) -> list:
                 f"{depth} blocks (1-based, or negative from the end; 0 = the patch "
                 "embedding)")
         out.append(cfg)
-    if any(c.windows != 1 for c in out) and hasattr(args, "attack_eps_db") \
-            and attack_config(args):
-        raise EvaluationError(WINDOWS_ATTACK_ERROR)
+    if hasattr(args, "attack_eps_db") and attack_config(args):
+        from .robust import check_first_crop
+
+        check_first_crop(out)  # before any clip is embedded
     return out
 
 

@@ -281,6 +281,13 @@ def _entry_key(path, cfg) -> Tuple[str, str]:
     return os.path.realpath(path), repr(sorted(asdict(cfg).items()))
 
 
+def check_first_crop(cfgs) -> None:
+    """Attacks perturb the first crop of each clip: refuse settings that embed more."""
+    if any(c.windows != 1 for c in cfgs):
+        raise EvaluationError("the attack options perturb the first crop of each clip: use "
+                              "them with --windows 1 (and no windows= in --readout)")
+
+
 def attack_files(paths: Sequence[str], manifest, clips: Sequence[int], cfg,
                  attack: AttackConfig, surrogate: Callable, device="cpu",
                  progress: bool = True, source_cfg=None) -> List[np.ndarray]:
@@ -297,10 +304,7 @@ def attack_files(paths: Sequence[str], manifest, clips: Sequence[int], cfg,
     cfgs = list(cfg) if isinstance(cfg, (list, tuple)) else [cfg] * len(paths)
     if len(cfgs) != len(paths):
         raise ValueError(f"{len(cfgs)} settings for {len(paths)} encoder files")
-    if any(c.windows != 1 for c in cfgs + ([source_cfg] if source_cfg else [])):
-        from ._cli import WINDOWS_ATTACK_ERROR
-
-        raise EvaluationError(WINDOWS_ATTACK_ERROR)
+    check_first_crop(cfgs + ([source_cfg] if source_cfg else []))
     entries: Dict[Tuple[str, str], Tuple[str, object]] = {}
     for p, c in zip(paths, cfgs):
         entries.setdefault(_entry_key(p, c), (p, c))
