@@ -3,6 +3,7 @@ build_real_sounds.py).
 
     python examples/real_sounds/run_benchmark.py DATA_DIR OUT_DIR [--mae ENCODER.pth]
         [--mae-updates 4000] [--tune-updates 800] [--seed 1] [--variant NAME=OVERRIDES]
+        [--pool pool_nomusic] [--windows 8]
 
 Stages (each a plain ``fairseq-hydra-train`` run; logs in OUT_DIR/logs/, checkpoints in
 OUT_DIR/<stage>/checkpoints, tensorboard in OUT_DIR/tensorboard/<stage>):
@@ -19,7 +20,8 @@ OUT_DIR/<stage>/checkpoints, tensorboard in OUT_DIR/tensorboard/<stage>):
    much labels give on the *other* sets (on SET itself it is an in-set upper bound).
 4. ``fewshot``: ``uamix-fewshot`` of the MAE start, every tuned encoder and the
    ``fbank_stats`` baseline on every labelled set (5-way, 1 and 5 shots, 10 queries,
-   300 episodes, nearest class mean and logistic regression), paired against the MAE.
+   300 episodes, nearest class mean and logistic regression), paired against the MAE;
+   ``--windows N`` embeds each clip over up to N consecutive crops instead of its first.
 
 Every tuning run scores monitor sets at each validation (``--monitor``, default all four
 labelled sets: leave-one-out k-NN and nearest-class-mean accuracy, never used to choose
@@ -115,6 +117,8 @@ def check_data(data, pool="pool"):
 
 def run(args):
     data, out = os.path.abspath(args.data), os.path.abspath(args.out)
+    if args.windows < 1:  # refused now, not after an hour of training
+        raise PipelineError(f"--windows must be at least 1 (1 = the first crop), got {args.windows}")
     check_data(data, args.pool)
     if os.path.exists(os.path.join(out, "logs")) and not args.overwrite:
         raise PipelineError(f"{out} already holds a run; choose a new folder (fairseq "
@@ -154,7 +158,7 @@ def run(args):
     start = time.perf_counter()
     for s in SETS:
         argv = ["--manifest", os.path.join(data, f"{s}.tsv"), *FEWSHOT,
-                "--cache-dir", os.path.join(out, "embeddings"),
+                "--windows", str(args.windows), "--cache-dir", os.path.join(out, "embeddings"),
                 "--out", os.path.join(out, "fewshot", s)]
         for name, path in encoders.items():
             argv += ["--encoder", path, "--name", name]
@@ -176,7 +180,7 @@ def run(args):
     results = {"seed": args.seed, "machine": {"cpu": cpu_model(), "cores": os.cpu_count()},
                "seconds": {k: round(v, 1) for k, v in seconds.items()},
                "encoders": encoders, "variants": parse_variants(args.variant),
-               "supervised": args.supervised,
+               "supervised": args.supervised, "pool": args.pool, "windows": args.windows,
                "monitor": monitor, "monitor_curves": curves, "fewshot": fewshot}
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
@@ -192,6 +196,9 @@ def main(argv=None):
     p.add_argument("--pool", default="pool", choices=["pool", "pool_nomusic"],
                    help="unlabelled clips of DATA to pretrain and tune on: the whole pool, "
                    "or the pool without the segments of music tracks (default: pool)")
+    p.add_argument("--windows", type=int, default=1, help="few-shot embedding of each "
+                   "clip: the mean over up to this many consecutive crops, weighted by "
+                   "their real frames (uamix-fewshot --windows; default 1: the first crop)")
     p.add_argument("--mae-updates", type=int, default=4000)
     p.add_argument("--tune-updates", type=int, default=800)
     p.add_argument("--monitor", default=None, help="monitor manifests, comma-separated "
