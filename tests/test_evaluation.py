@@ -22,10 +22,10 @@ from uamix_fairseq.evaluation.classifiers import (
     logreg_predict, mean_average_precision, multi_hot, ncm_predict)
 from uamix_fairseq.evaluation.episodes import (
     EpisodeError, SmallClassWarning, sample_episodes, single_label_targets)
-from uamix_fairseq.evaluation.fewshot import plan_episodes, run_fewshot
+from uamix_fairseq.evaluation.fewshot import class_accuracy, plan_episodes, run_fewshot
 from uamix_fairseq.evaluation.report import (
-    CSV_FIELDS, Result, add_paired_differences, format_table, plot_fewshot, write_csv,
-    write_json)
+    CSV_FIELDS, Result, add_paired_differences, class_rows, format_class_table,
+    format_table, plot_fewshot, write_csv, write_json)
 from uamix_fairseq.evaluation.stats import mean_ci, paired_difference
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -141,6 +141,47 @@ def test_separated_clusters_give_100_percent_through_the_pipeline():
     assert all(0 <= r.summary.mean <= 1 for r in support)
     with pytest.raises(EvaluationError, match="standardize"):
         run_fewshot([x], ["a"], plan, classifiers=["logreg"], standardize="none")
+
+
+def test_class_accuracy_by_hand():
+    # Two 2-way episodes over 4 classes: episode 0 draws classes (3, 1), episode 1 (1, 0).
+    classes = np.array([[3, 1], [1, 0]])
+    query_labels = np.array([[0, 0, 1], [0, 1, 1]])
+    pred = np.array([[0, 1, 1], [0, 0, 1]])
+    correct, scored = class_accuracy(pred, query_labels, classes, num_classes=4)
+    # class 3: episode 0's first two queries, one right; class 1: episode 0's third
+    # (right) and episode 1's first (right); class 0: episode 1's last two, one right.
+    np.testing.assert_array_equal(correct, [1, 2, 0, 1])
+    np.testing.assert_array_equal(scored, [2, 2, 0, 2])
+
+
+def test_per_class_accuracy_pools_the_episodes_and_finds_the_confused_classes():
+    x, y = _orthogonal_clusters(num_classes=6)
+    # Encoder "b": class 0's clips sit on class 1's axis, so the two are confused
+    # whenever an episode draws both; every other class stays perfect.
+    xb = x.copy()
+    xb[y == 0, 1], xb[y == 0, 0] = xb[y == 0, 0], 0.0
+    plan = plan_episodes(y, None, [3], [2], queries=4, episodes=40, seed=0)
+    results = run_fewshot([x, xb], ["a", "b"], plan, classifiers=["ncm"])
+    for r in results:  # equal queries per class and episode: pooled = episode mean
+        correct, scored = r.class_counts
+        assert scored.sum() == 40 * 3 * 4
+        assert correct.sum() / scored.sum() == pytest.approx(r.summary.mean)
+    add_paired_differences(results, ["a", "b"])
+    rows = class_rows(results, ["a", "b"], [f"c{i}" for i in range(6)])
+    a = {r["class"]: r for r in rows if r["encoder"] == "a"}
+    b = {r["class"]: r for r in rows if r["encoder"] == "b"}
+    assert all(r["accuracy"] == 1.0 and r["diff"] is None for r in a.values())
+    assert b["c0"]["diff"] < 0 and b["c1"]["diff"] < 0
+    assert all(b[c]["diff"] == 0.0 for c in ("c2", "c3", "c4", "c5"))
+    both = sum(set(e.classes) >= {0, 1} for e in plan[3, 2])
+    # Confused only when drawn together: at most the queries of those episodes are lost.
+    lost = (1 - b["c0"]["accuracy"]) * b["c0"]["queries"]
+    assert 0 < lost <= 4 * both
+    text = format_class_table(rows, ["a", "b"])
+    assert text.splitlines()[0] == "ncm, 3-way 2-shot, per class:"
+    c0 = next(line.split() for line in text.splitlines() if line.startswith("c0 "))
+    assert c0 == ["c0", str(a["c0"]["queries"]), "100.0", f"{100 * b['c0']['diff']:+.1f}"]
 
 
 def test_ncm_gets_exactly_half_right():
@@ -434,7 +475,7 @@ def test_fewshot_cli_end_to_end(demo):
            "--name", "before", "--name", "after",
            "--manifest", str(demo / "corpus" / "train.tsv"), "--ways", "3", "--ways", "5",
            "--shots", "1", "2", "--queries", "4", "--episodes", "30", "--seed", "0",
-           "--classifier", "ncm", "logreg", "knn", "--knn", "1", "3"] + \
+           "--classifier", "ncm", "logreg", "knn", "--knn", "1", "3", "--per-class"] + \
         _common(demo, out, cache="cache_e2e")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -456,6 +497,16 @@ def test_fewshot_cli_end_to_end(demo):
         assert len(list(csv.DictReader(f))) == 32
     assert (out / "fewshot.png").read_bytes()[:8] == PNG_MAGIC
     assert len(os.listdir(demo / "cache_e2e")) == 1  # the file was embedded once
+    # Per class: the same encoder twice, so every difference is zero; printed too.
+    with open(out / "fewshot_classes.csv", newline="") as f:
+        per_class = list(csv.DictReader(f))
+    settings = {(r["classifier"], r["ways"], r["shots"]) for r in per_class}
+    assert len(settings) == 16
+    assert all(float(r["diff"]) == 0.0 for r in per_class if r["encoder"] == "after")
+    assert sum(int(r["queries"]) for r in per_class
+               if (r["encoder"], r["classifier"], r["ways"], r["shots"]) ==
+               ("before", "ncm", "5", "1")) == 30 * 5 * 4
+    assert "ncm, 5-way 1-shot, per class:" in proc.stdout
 
 
 def test_fewshot_cli_warns_about_small_classes(demo, capsys):

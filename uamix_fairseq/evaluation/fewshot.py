@@ -9,8 +9,10 @@ encoders are scored on exactly the same episodes and their difference is paired.
         --shots 1 5 10 --queries 15 --episodes 600 --seed 0 --classifier ncm logreg \
         --num-frames 1024 --norm audioset --cache-dir emb_cache --out results/fewshot
 
-Writes ``fewshot.json`` (settings, per-episode accuracies), ``fewshot.csv`` and
-``fewshot.png`` (accuracy against k) under ``--out`` and prints the table.
+Writes ``fewshot.json`` (settings, per-episode accuracies), ``fewshot.csv``,
+``fewshot_classes.csv`` (accuracy per class, see ``class_accuracy``) and ``fewshot.png``
+(accuracy against k) under ``--out`` and prints the table (``--per-class``: also the
+per-class one).
 
 With ``--attack-*`` options the query clips are also scored perturbed (see ``robust``):
 clean and robust accuracy on the same episodes, side by side.
@@ -34,9 +36,9 @@ from ._cli import (add_attack_args, add_encoder_args, attack_config, baseline_en
 from .classifiers import (CLASSIFIERS, knn_predict, logreg_predict, ncm_predict,
                           standardizer)
 from .episodes import Episode, sample_episodes, single_label_targets, stack_episodes
-from .report import Result
+from .report import Result, class_rows, format_class_table, write_class_csv
 
-__all__ = ["main", "plan_episodes", "run_fewshot"]
+__all__ = ["class_accuracy", "main", "plan_episodes", "run_fewshot"]
 
 logger = logging.getLogger("uamix_fairseq.evaluation")
 
@@ -55,6 +57,21 @@ def plan_episodes(targets, class_names, ways_list: Sequence[int], shots_list: Se
 
 
 STANDARDIZE = ("data", "support")
+
+
+def class_accuracy(pred, query_labels, classes, num_classes: int):
+    """Correct and scored query counts per global class, summed over episodes.
+
+    ``pred`` and ``query_labels`` [E, m] hold episode labels, ``classes`` [E, ways] maps
+    them to global class indices. Returns two int arrays [num_classes]; their ratio is
+    the share of a class's queries classified correctly, pooled over the episodes that
+    drew the class (each against whichever other classes that episode drew).
+    """
+    query_labels = np.asarray(query_labels)
+    owner = np.take_along_axis(np.asarray(classes), query_labels, axis=1).ravel()
+    correct = (np.asarray(pred) == query_labels).ravel()
+    return (np.bincount(owner, weights=correct, minlength=num_classes).astype(np.int64),
+            np.bincount(owner, minlength=num_classes).astype(np.int64))
 
 
 def _classifiers(names: Sequence[str], knn_ks: Sequence[int], logreg_c: float,
@@ -110,6 +127,7 @@ def run_fewshot(embeddings: Sequence[np.ndarray], names: Sequence[str], plan: Pl
         raise EvaluationError(f"standardize must be one of {STANDARDIZE}, got {standardize!r}")
     _classifiers(classifiers, knn_ks, logreg_c)  # unknown names fail before any work
     results = []
+    num_classes = 1 + max(int(e.classes.max()) for eps in plan.values() for e in eps)
     for (ways, shots), episodes in plan.items():
         st = stack_episodes(episodes)
         width = st["support"].shape[1] + st["query"].shape[1]
@@ -122,6 +140,7 @@ def run_fewshot(embeddings: Sequence[np.ndarray], names: Sequence[str], plan: Pl
             if robust_embeddings is not None and robust_embeddings[i] is not None:
                 queries["robust"] = np.asarray(robust_embeddings[i])
             acc = {(label, kind): [] for label, _ in specs for kind in queries}
+            counts = {label: np.zeros((2, num_classes), np.int64) for label, _ in specs}
             for start in range(0, len(episodes), chunk):
                 sel = slice(start, start + chunk)
                 support = emb[st["support"][sel]].astype(np.float64)
@@ -131,12 +150,17 @@ def run_fewshot(embeddings: Sequence[np.ndarray], names: Sequence[str], plan: Pl
                         pred = predict(support, st["support_labels"][sel], query, ways)
                         acc[label, kind].append(
                             (pred == st["query_labels"][sel]).mean(axis=1))
+                        if kind == "clean":
+                            counts[label] += class_accuracy(
+                                pred, st["query_labels"][sel], st["classes"][sel],
+                                num_classes)
             for label, _ in specs:
                 robust = (np.concatenate(acc[label, "robust"]) if "robust" in queries
                           else None)
                 results.append(Result(encoder=name, classifier=label, metric="accuracy",
                                       unit="episode", values=np.concatenate(acc[label, "clean"]),
-                                      ways=ways, shots=shots, robust_values=robust))
+                                      ways=ways, shots=shots, robust_values=robust,
+                                      class_counts=tuple(counts[label])))
             logger.info("%d-way %d-shot, %s: %s", ways, shots, name, ", ".join(
                 f"{r.classifier} {100 * r.summary.mean:.2f}%" + (
                     f" (attacked {100 * r.robust.mean:.2f}%)" if r.robust else "")
@@ -174,6 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="logreg feature scaling: z-score with the statistics of all clips "
                    "of --manifest (data, labels unused) or of each episode's support "
                    "set (support) (default: data)")
+    g.add_argument("--per-class", action="store_true",
+                   help="also print the accuracy of every class (pooled over the episodes "
+                   "that drew it) and each encoder's difference from the first; "
+                   "fewshot_classes.csv is written either way")
     g.add_argument("--knn", type=int, nargs="+", default=[1], metavar="K",
                    help="neighbours for --classifier knn, capped at the support size "
                    "(default: 1)")
@@ -277,10 +305,18 @@ def _run(args) -> int:
     title = (f"few-shot accuracy on {os.path.basename(args.manifest)} "
              f"({args.episodes} episodes, {args.queries} queries/class, seed {args.seed})")
     entries = entries_for_report(names, args.encoder, cfgs, baselines)
-    return write_report(results, rows, entries, args, "fewshot", settings, title,
+    code = write_report(results, rows, entries, args, "fewshot", settings, title,
                         attack, "queries", plot=True, diagnostics=diagnostics,
                         diagnostics_where=f"{len(labels)} clips of "
                         f"{os.path.basename(args.manifest)}", reference=reference)
+    order = [reference] + [r for r in rows if r != reference]
+    per_class = class_rows(results, order, class_names)
+    path = os.path.join(args.out, "fewshot_classes.csv")
+    write_class_csv(path, per_class)
+    if args.per_class:
+        print("\n" + format_class_table(per_class, order), flush=True)
+    print(f"wrote {path}", file=sys.stderr)
+    return code
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -18,14 +18,15 @@ import os
 import sys
 import textwrap
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .stats import Summary, mean_ci, paired_difference
 
-__all__ = ["CSV_FIELDS", "ROBUST_CSV_FIELDS", "Result", "add_paired_differences",
-           "format_table", "plot_fewshot", "print_and_write", "write_csv", "write_json"]
+__all__ = ["CLASS_CSV_FIELDS", "CSV_FIELDS", "ROBUST_CSV_FIELDS", "Result",
+           "add_paired_differences", "class_rows", "format_class_table", "format_table",
+           "plot_fewshot", "print_and_write", "write_class_csv", "write_csv", "write_json"]
 
 
 @dataclass
@@ -44,6 +45,8 @@ class Result:
     robust: Optional[Summary] = field(init=False, default=None)
     robust_drop: Optional[Summary] = field(init=False, default=None)  # robust - clean
     robust_diff: Optional[Summary] = None  # robust: this minus the reference's robust
+    # Few-shot: (correct, scored) query counts per global class over all episodes.
+    class_counts: Optional[Tuple[np.ndarray, np.ndarray]] = None
 
     def __post_init__(self):
         self.values = np.asarray(self.values, dtype=np.float64)
@@ -199,6 +202,73 @@ def write_csv(path, results: Sequence[Result], encoder_order: Sequence[str]):
         for r in rows:
             writer.writerow({k: ("" if v is None else v)
                              for k, v in _record(r, with_values=False).items()})
+    os.replace(tmp, path)
+
+
+CLASS_CSV_FIELDS = ["encoder", "classifier", "ways", "shots", "class", "queries",
+                    "accuracy", "diff_vs", "diff"]
+
+
+def class_rows(results: Sequence[Result], encoder_order: Sequence[str],
+               class_names: Sequence[str]) -> List[Dict]:
+    """One row per result with ``class_counts`` and class with scored queries: the
+    pooled accuracy of that class's queries (a fraction) and, once
+    ``add_paired_differences`` has run, its difference from the reference encoder's on
+    the same queries (``diff``; empty for the reference itself)."""
+    rows = [r for r in _sorted(results, encoder_order) if r.class_counts is not None]
+    base = {r.setting: r for r in rows if r.reference is None}
+    out = []
+    for r in rows:
+        correct, scored = r.class_counts
+        ref = base.get(r.setting) if r.reference is not None else None
+        for c in np.flatnonzero(scored):
+            acc = correct[c] / scored[c]
+            diff = None if ref is None else acc - ref.class_counts[0][c] / scored[c]
+            out.append({"encoder": r.encoder, "classifier": r.classifier, "ways": r.ways,
+                        "shots": r.shots, "class": class_names[c], "queries": int(scored[c]),
+                        "accuracy": float(acc), "diff_vs": r.reference,
+                        "diff": None if diff is None else float(diff)})
+    return out
+
+
+def format_class_table(rows: Sequence[Dict], encoder_order: Sequence[str]) -> str:
+    """``class_rows`` as text: per (classifier, N, k) one line per class, the first
+    encoder's accuracy then every other encoder's difference from it (points)."""
+    blocks = []
+    settings = list(dict.fromkeys((r["classifier"], r["ways"], r["shots"]) for r in rows))
+    for setting in settings:
+        mine = [r for r in rows if (r["classifier"], r["ways"], r["shots"]) == setting]
+        names = [n for n in encoder_order if any(r["encoder"] == n for r in mine)]
+        classes = list(dict.fromkeys(r["class"] for r in mine))
+        cell = {(r["encoder"], r["class"]): r for r in mine}
+        header = ["class", "queries", f"{names[0]} (%)"] + [f"Δ {n}" for n in names[1:]]
+        lines = []
+        for c in classes:
+            first = cell[names[0], c]
+            lines.append([c, str(first["queries"]), f"{100 * first['accuracy']:.1f}"] +
+                         [f"{100 * cell[n, c]['diff']:+.1f}" if cell[n, c]["diff"] is not None
+                          else "-" for n in names[1:]])
+        widths = [max(len(h), *(len(x[i]) for x in lines)) for i, h in enumerate(header)]
+
+        def fmt(cells):
+            return "  ".join(x.ljust(w) if i == 0 else x.rjust(w)
+                             for i, (x, w) in enumerate(zip(cells, widths)))
+
+        classifier, ways, shots = setting
+        blocks.append("\n".join([f"{classifier}, {ways}-way {shots}-shot, per class:",
+                                 fmt(header), "  ".join("-" * w for w in widths)] +
+                                [fmt(x) for x in lines]))
+    return "\n\n".join(blocks)
+
+
+def write_class_csv(path, rows: Sequence[Dict]):
+    """``class_rows`` as CSV (fractions; empty cells for missing values)."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=CLASS_CSV_FIELDS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
     os.replace(tmp, path)
 
 
