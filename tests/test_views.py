@@ -172,3 +172,23 @@ def test_repeat_fill():
     assert torch.equal(out[0], fbank[0])
     assert out[1, :, 0].tolist() == [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]
     assert torch.equal(out[2], fbank[2])  # nothing to repeat
+
+
+def test_random_resized_crop_time_only_keeps_every_frame_spectrum():
+    # Every frame is the same spectrum p[f]: a time-only crop only resamples along time
+    # and never moves energy between bins, so for scales <= 1 (the region stays inside
+    # the clip) the output equals the input, whatever the frequency profile.
+    p = torch.linspace(-3.0, 2.0, 16) ** 2
+    fbank = p.expand(3, 32, 16).clone()
+    valid = torch.tensor([32, 24, 10])
+    out = random_resized_crop(fbank, valid, 0.6, 1.0, torch.Generator().manual_seed(0),
+                              freq=False)
+    assert torch.allclose(out, fbank, atol=1e-5)
+    both = random_resized_crop(fbank, valid, 0.6, 1.0, torch.Generator().manual_seed(0))
+    assert not torch.allclose(both, fbank, atol=1e-3)  # frequency scaled: profile moves
+    # A time ramp is still zoomed in time.
+    ramp = _ramp(b=1, t=40, f=4)
+    out = random_resized_crop(ramp, torch.tensor([40]), 0.5, 0.5,
+                              torch.Generator().manual_seed(0), freq=False)
+    slope = out[0, 11:30, 0].diff()
+    assert torch.allclose(slope, torch.full_like(slope, 0.5), atol=1e-4)

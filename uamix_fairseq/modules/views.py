@@ -12,7 +12,8 @@ Python loop over clips. Augmentations, each a field of ``ViewConfig``, in this o
   background to be invariant to, with no soft target (unlike T-CutMix);
 - random resized crop: a time x frequency region of random scale in
   [rrc_min_scale, rrc_max_scale] per axis (> 1 reaches beyond the clip, filled with its
-  mean) stretched back to T x F (BYOL-A);
+  mean) stretched back to T x F (BYOL-A); with ``rrc_freq=False`` along time only (a
+  change of tempo and decay that keeps pitch and formants);
 - time roll: a circular shift of the real frames by a random amount (padding stays at
   the end), in the spirit of AudioMAE's roll augmentation;
 - gain: a random gain in dB, which is an additive constant in the log-power domain
@@ -39,6 +40,7 @@ class ViewConfig:
     mix_ratio: float = 0.0
     rrc_min_scale: float = 1.0
     rrc_max_scale: float = 1.0
+    rrc_freq: bool = True
 
     def validate(self, prefix: str = ""):
         if self.gain_db < 0:
@@ -166,18 +168,20 @@ def log_mixup_exp(fbank, valid_frames, max_ratio: float, generator=None):
 
 
 def random_resized_crop(fbank, valid_frames, min_scale: float, max_scale: float,
-                        generator=None):
+                        generator=None, freq: bool = True):
     """BYOL-A's random resized crop on each clip's real frames: a region of
     ``s_t`` x ``s_f`` (each uniform in [min_scale, max_scale], as a share of the real
     frames and of the bins) at a random place, stretched back by bilinear interpolation.
     Where the region reaches beyond the clip it sees the clip's mean; padding frames
-    stay as they are."""
+    stay as they are. ``freq=False``: all bins, unmoved (``s_f`` = 1), time only."""
     b, t, f = fbank.shape
     dev = fbank.device
     valid = valid_frames.to(dev).clamp(min=1).float()
     real = _real_mask(valid_frames, t, dev)
     mean = (fbank * real[:, :, None]).sum(dim=(1, 2), keepdim=True) / (valid[:, None, None] * f)
     scale = min_scale + (max_scale - min_scale) * _uniform((b, 2), generator, dev)  # (t, f)
+    if not freq:
+        scale[:, 1] = 1.0
     # Region centre: anywhere such that the region stays inside when it is smaller than
     # the clip, or covers it when larger (in normalised [-1, 1] coordinates).
     centre = (_uniform((b, 2), generator, dev) * 2 - 1) * (1 - scale).abs()
@@ -207,7 +211,7 @@ def augment(fbank: torch.Tensor, valid_frames: torch.Tensor, cfg: ViewConfig,
         out = log_mixup_exp(out, valid_frames, cfg.mix_ratio, generator)
     if cfg.rrc:
         out = random_resized_crop(out, valid_frames, cfg.rrc_min_scale, cfg.rrc_max_scale,
-                                  generator)
+                                  generator, freq=cfg.rrc_freq)
     if cfg.time_roll:
         out = time_roll(out, valid_frames, generator)
     if cfg.gain_db > 0:

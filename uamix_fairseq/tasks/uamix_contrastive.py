@@ -64,6 +64,12 @@ class UamixContrastiveConfig(AudioDataConfig):
         metadata={"help": "[R] views: random resized crop, largest scale (BYOL-A: 1.5; "
                   "> 1 reaches beyond the clip, filled with its mean)"},
     )
+    view_rrc_freq: bool = field(
+        default=True,
+        metadata={"help": "[R] views: the random resized crop also scales frequency (a "
+                  "pitch and formant shift, BYOL-A); false = time only (tempo and decay "
+                  "change, pitch kept)"},
+    )
 
 
 @register_task("uamix_contrastive", dataclass=UamixContrastiveConfig)
@@ -76,7 +82,7 @@ class UamixContrastiveTask(UamixAudioTask):
         self.view_cfg = ViewConfig(cfg.view_time_roll, cfg.view_gain_db,
                                    cfg.view_time_mask_fraction, cfg.view_freq_mask_fraction,
                                    cfg.view_mix_ratio, cfg.view_rrc_min_scale,
-                                   cfg.view_rrc_max_scale)
+                                   cfg.view_rrc_max_scale, cfg.view_rrc_freq)
         self.view_cfg.validate(prefix="task.view_")
         if cfg.view_span < 1:
             raise ValueError(f"task.view_span must be >= 1, got {cfg.view_span}")
