@@ -509,6 +509,38 @@ def test_fewshot_cli_end_to_end(demo):
     assert "ncm, 5-way 1-shot, per class:" in proc.stdout
 
 
+def test_per_class_file_names_the_classes_and_takes_the_reference_row(demo):
+    from uamix_fairseq.evaluation import fewshot
+    from uamix_fairseq.labels import read_labels
+
+    out = demo / "fewshot_classes"
+    manifest = demo / "corpus" / "train.tsv"
+    assert fewshot.main(["--encoder", str(demo / "tiny.pth"), "--encoder", str(demo / "other.pth"),
+                         "--name", "a", "--name", "b", "--manifest", str(manifest),
+                         "--ways", "3", "--shots", "1", "--queries", "4", "--episodes", "40",
+                         "--classifier", "ncm", "--baseline", "fbank_stats",
+                         "--reference", "fbank-stats"] + _common(demo, out)) == 0
+    with open(out / "fewshot_classes.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["class"] for r in rows} == {row[0] for row in read_labels(str(manifest))}
+    acc = {(r["encoder"], r["class"]): float(r["accuracy"]) for r in rows}
+    for r in rows:
+        if r["encoder"] == "fbank-stats":
+            assert r["diff_vs"] == "" and r["diff"] == ""
+        else:
+            assert r["diff_vs"] == "fbank-stats"
+            assert float(r["diff"]) == pytest.approx(acc[r["encoder"], r["class"]] -
+                                                     acc["fbank-stats", r["class"]])
+    # The classes' pooled counts add up to each row's mean accuracy over the episodes.
+    with open(out / "fewshot.csv", newline="") as f:
+        means = {r["encoder"]: float(r["mean"]) for r in csv.DictReader(f)}
+    for name in ("a", "b", "fbank-stats"):
+        mine = [r for r in rows if r["encoder"] == name]
+        assert sum(int(r["queries"]) for r in mine) == 40 * 3 * 4
+        assert sum(float(r["accuracy"]) * int(r["queries"]) for r in mine) / (40 * 3 * 4) == \
+            pytest.approx(means[name])
+
+
 def test_fewshot_cli_warns_about_small_classes(demo, capsys):
     from uamix_fairseq.evaluation import fewshot
 

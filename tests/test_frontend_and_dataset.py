@@ -198,3 +198,23 @@ def test_a_missing_valid_set_names_disable_validation(tmp_path):
     with pytest.raises(FileNotFoundError) as err:
         _load(data, "valid")
     assert "valid.tsv" in str(err.value) and "dataset.disable_validation=true" in str(err.value)
+
+
+def test_every_view_field_of_the_task_reaches_the_views(tmp_path):
+    pytest.importorskip("fairseq")
+    import dataclasses
+
+    from uamix_fairseq.modules.views import ViewConfig
+    from uamix_fairseq.tasks.uamix_contrastive import UamixContrastiveConfig, UamixContrastiveTask
+
+    data = _task_data(tmp_path, valid_clips=2)
+    # Every field set away from its default, each to a distinct value.
+    values = {"time_roll": False, "gain_db": 3.5, "time_mask_fraction": 0.05,
+              "freq_mask_fraction": 0.15, "mix_ratio": 0.1, "rrc_min_scale": 0.7,
+              "rrc_max_scale": 1.3, "rrc_freq": False}
+    assert set(values) == {f.name for f in dataclasses.fields(ViewConfig)}
+    assert all(values[f.name] != f.default for f in dataclasses.fields(ViewConfig))
+    cfg = UamixContrastiveConfig(data=data, num_frames=32,
+                                 **{f"view_{k}": v for k, v in values.items()})
+    task = UamixContrastiveTask(cfg)
+    assert dataclasses.asdict(task.view_cfg) == values

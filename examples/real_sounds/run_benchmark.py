@@ -184,7 +184,8 @@ def run(args):
                "monitor": monitor, "monitor_curves": curves, "fewshot": fewshot}
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
-    print(f"tables: {out}/fewshot/<set>/fewshot.csv   everything: {out}/results.json")
+    print(f"tables: {out}/fewshot/<set>/fewshot.csv (per class: fewshot_classes.csv)   "
+          f"everything: {out}/results.json")
 
 
 def main(argv=None):

@@ -127,7 +127,8 @@ def run_fewshot(embeddings: Sequence[np.ndarray], names: Sequence[str], plan: Pl
         raise EvaluationError(f"standardize must be one of {STANDARDIZE}, got {standardize!r}")
     _classifiers(classifiers, knn_ks, logreg_c)  # unknown names fail before any work
     results = []
-    num_classes = 1 + max(int(e.classes.max()) for eps in plan.values() for e in eps)
+    num_classes = 1 + max((int(e.classes.max()) for eps in plan.values() for e in eps),
+                          default=-1)
     for (ways, shots), episodes in plan.items():
         st = stack_episodes(episodes)
         width = st["support"].shape[1] + st["query"].shape[1]
@@ -199,9 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "of --manifest (data, labels unused) or of each episode's support "
                    "set (support) (default: data)")
     g.add_argument("--per-class", action="store_true",
-                   help="also print the accuracy of every class (pooled over the episodes "
-                   "that drew it) and each encoder's difference from the first; "
-                   "fewshot_classes.csv is written either way")
+                   help="also print the clean accuracy of every class (pooled over the "
+                   "episodes that drew it) and each row's difference from the --reference "
+                   "row (default: the first encoder); fewshot_classes.csv is written "
+                   "either way")
     g.add_argument("--knn", type=int, nargs="+", default=[1], metavar="K",
                    help="neighbours for --classifier knn, capped at the support size "
                    "(default: 1)")

@@ -212,15 +212,15 @@ CLASS_CSV_FIELDS = ["encoder", "classifier", "ways", "shots", "class", "queries"
 def class_rows(results: Sequence[Result], encoder_order: Sequence[str],
                class_names: Sequence[str]) -> List[Dict]:
     """One row per result with ``class_counts`` and class with scored queries: the
-    pooled accuracy of that class's queries (a fraction) and, once
+    pooled clean accuracy of that class's queries (a fraction) and, once
     ``add_paired_differences`` has run, its difference from the reference encoder's on
     the same queries (``diff``; empty for the reference itself)."""
     rows = [r for r in _sorted(results, encoder_order) if r.class_counts is not None]
-    base = {r.setting: r for r in rows if r.reference is None}
+    by_name = {(r.encoder, r.setting): r for r in rows}
     out = []
     for r in rows:
         correct, scored = r.class_counts
-        ref = base.get(r.setting) if r.reference is not None else None
+        ref = by_name.get((r.reference, r.setting))
         for c in np.flatnonzero(scored):
             acc = correct[c] / scored[c]
             diff = None if ref is None else acc - ref.class_counts[0][c] / scored[c]
