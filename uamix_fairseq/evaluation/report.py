@@ -89,6 +89,18 @@ def _sorted(results: Sequence[Result], encoder_order: Sequence[str]) -> List[Res
 _PLURAL = {"episode": "episodes", "clip": "clips", "class": "classes"}
 
 
+def _aligned(header: Sequence[str], lines: Sequence[Sequence[str]], left):
+    """A fixed-width text table's row formatter and its rule line: every column as wide
+    as its widest cell, the columns named in ``left`` left-aligned, the rest right."""
+    widths = [max(len(h), *(len(c[i]) for c in lines)) for i, h in enumerate(header)]
+
+    def fmt(cells):
+        return "  ".join(c.ljust(w) if h in left else c.rjust(w)
+                         for c, w, h in zip(cells, widths, header)).rstrip()
+
+    return fmt, "  ".join("-" * w for w in widths)
+
+
 def _pct(s: Summary, signed=False) -> str:
     sign = "+" if signed else ""
     ci = "n/a" if np.isnan(s.ci) else f"{100 * s.ci:.2f}"
@@ -122,15 +134,9 @@ def format_table(results: Sequence[Result], encoder_order: Sequence[str],
             cells += [_pct(r.robust) if r.robust is not None else "-",
                       signed(r.robust_diff), signed(r.robust_drop)]
         lines.append(cells)
-    widths = [max(len(h), *(len(c[i]) for c in lines)) for i, h in enumerate(header)]
-    text = {"classifier", "encoder", "metric"}
-
-    def fmt(cells):
-        return "  ".join(c.ljust(w) if h in text else c.rjust(w)
-                         for c, w, h in zip(cells, widths, header)).rstrip()
-
+    fmt, rule = _aligned(header, lines, left={"classifier", "encoder", "metric"})
     out = [title] if title else []
-    out += [fmt(header), "  ".join("-" * w for w in widths)]
+    out += [fmt(header), rule]
     previous = None
     for r, cells in zip(rows, lines):
         group = r.setting
@@ -195,13 +201,18 @@ def write_csv(path, results: Sequence[Result], encoder_order: Sequence[str]):
     rows = _sorted(results, encoder_order)
     fields = CSV_FIELDS + (ROBUST_CSV_FIELDS if any(r.robust is not None for r in rows)
                            else [])
+    _write_dict_csv(path, fields, [_record(r, with_values=False) for r in rows])
+
+
+def _write_dict_csv(path, fields: Sequence[str], rows: Sequence[Dict]):
+    """Rows (dicts) as CSV under ``fields``, None and missing keys as empty cells,
+    written to a temporary file first so a reader never sees half a table."""
     tmp = f"{path}.tmp"
     with open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=fields, restval="")
         writer.writeheader()
-        for r in rows:
-            writer.writerow({k: ("" if v is None else v)
-                             for k, v in _record(r, with_values=False).items()})
+        for row in rows:
+            writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
     os.replace(tmp, path)
 
 
@@ -248,28 +259,16 @@ def format_class_table(rows: Sequence[Dict], encoder_order: Sequence[str]) -> st
             lines.append([c, str(first["queries"]), f"{100 * first['accuracy']:.1f}"] +
                          [f"{100 * cell[n, c]['diff']:+.1f}" if cell[n, c]["diff"] is not None
                           else "-" for n in names[1:]])
-        widths = [max(len(h), *(len(x[i]) for x in lines)) for i, h in enumerate(header)]
-
-        def fmt(cells):
-            return "  ".join(x.ljust(w) if i == 0 else x.rjust(w)
-                             for i, (x, w) in enumerate(zip(cells, widths)))
-
+        fmt, rule = _aligned(header, lines, left={"class"})
         classifier, ways, shots = setting
         blocks.append("\n".join([f"{classifier}, {ways}-way {shots}-shot, per class:",
-                                 fmt(header), "  ".join("-" * w for w in widths)] +
-                                [fmt(x) for x in lines]))
+                                 fmt(header), rule] + [fmt(x) for x in lines]))
     return "\n\n".join(blocks)
 
 
 def write_class_csv(path, rows: Sequence[Dict]):
     """``class_rows`` as CSV (fractions; empty cells for missing values)."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=CLASS_CSV_FIELDS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
-    os.replace(tmp, path)
+    _write_dict_csv(path, CLASS_CSV_FIELDS, rows)
 
 
 def _atomic_write(path, text: str):

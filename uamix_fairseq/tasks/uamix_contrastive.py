@@ -9,7 +9,7 @@ frozen parameter groups, so that frozen blocks stay bit-identical.
 
 import logging
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 from fairseq.logging import metrics
@@ -79,12 +79,9 @@ class UamixContrastiveTask(UamixAudioTask):
 
     def __init__(self, cfg: UamixContrastiveConfig):
         super().__init__(cfg)
-        self.view_cfg = ViewConfig(
-            time_roll=cfg.view_time_roll, gain_db=cfg.view_gain_db,
-            time_mask_fraction=cfg.view_time_mask_fraction,
-            freq_mask_fraction=cfg.view_freq_mask_fraction, mix_ratio=cfg.view_mix_ratio,
-            rrc_min_scale=cfg.view_rrc_min_scale, rrc_max_scale=cfg.view_rrc_max_scale,
-            rrc_freq=cfg.view_rrc_freq)
+        # Every ViewConfig field is the task field of the same name with ``view_``.
+        self.view_cfg = ViewConfig(**{f.name: getattr(cfg, f"view_{f.name}")
+                                      for f in fields(ViewConfig)})
         self.view_cfg.validate(prefix="task.view_")
         if cfg.view_span < 1:
             raise ValueError(f"task.view_span must be >= 1, got {cfg.view_span}")
