@@ -211,7 +211,7 @@ def test_every_view_field_of_the_task_reaches_the_views(tmp_path):
     # Every field set away from its default, each to a distinct value.
     values = {"time_roll": False, "gain_db": 3.5, "time_mask_fraction": 0.05,
               "freq_mask_fraction": 0.15, "mix_ratio": 0.1, "rrc_min_scale": 0.7,
-              "rrc_max_scale": 1.3, "rrc_freq": False}
+              "rrc_max_scale": 1.3, "rrc_freq": False, "fader_db": 4.0}
     assert set(values) == {f.name for f in dataclasses.fields(ViewConfig)}
     assert all(values[f.name] != f.default for f in dataclasses.fields(ViewConfig))
     cfg = UamixContrastiveConfig(data=data, num_frames=32,

@@ -192,3 +192,40 @@ def test_random_resized_crop_time_only_keeps_every_frame_spectrum():
                               torch.Generator().manual_seed(0), freq=False)
     slope = out[0, 11:30, 0].diff()
     assert torch.allclose(slope, torch.full_like(slope, 0.5), atol=1e-4)
+
+
+def test_fader_is_a_linear_ramp_within_bounds_on_real_frames():
+    from uamix_fairseq.modules.views import random_fader
+
+    fbank, valid = _batch()
+    max_db = 6.0
+    out = random_fader(fbank, valid, max_db, torch.Generator().manual_seed(3))
+    diff = out - fbank
+    bound = max_db * math.log(10) / 10 + 1e-6
+    for b, n in enumerate(valid.tolist()):
+        d = diff[b, :n]
+        assert torch.allclose(d, d[:, :1].expand_as(d))  # same offset in every bin
+        ramp = d[:, 0]
+        steps = ramp.diff()
+        assert torch.allclose(steps, steps[:1].expand_as(steps), atol=1e-6)  # linear in time
+        assert abs(ramp[0]) <= bound and abs(ramp[-1]) <= bound  # both ends in range
+        assert torch.equal(diff[b, n:], torch.zeros_like(diff[b, n:]))  # padding untouched
+    # The two ends are drawn independently: a fade, not a constant gain.
+    assert (diff[0, 0, 0] - diff[0, 19, 0]).abs() > 1e-3
+
+
+def test_fader_reaches_the_views_only_when_on():
+    fbank, valid = _batch()
+    off = ViewConfig(time_roll=False, gain_db=0, time_mask_fraction=0, freq_mask_fraction=0)
+    on = ViewConfig(time_roll=False, gain_db=0, time_mask_fraction=0, freq_mask_fraction=0,
+                    fader_db=6.0)
+    a, _ = two_views(fbank, valid, on, torch.Generator().manual_seed(0))
+    assert not torch.allclose(a, fbank)
+    a, _ = two_views(fbank, valid, off, torch.Generator().manual_seed(0))
+    assert torch.equal(a, fbank)
+    try:
+        ViewConfig(fader_db=-1.0).validate(prefix="task.view_")
+    except ValueError as e:
+        assert "task.view_fader_db" in str(e)
+    else:
+        raise AssertionError("a negative fader_db must be refused")

@@ -18,6 +18,10 @@ Python loop over clips. Augmentations, each a field of ``ViewConfig``, in this o
   the end), in the spirit of AudioMAE's roll augmentation;
 - gain: a random gain in dB, which is an additive constant in the log-power domain
   (log(g^2 P) = log P + 2 log g);
+- fader: a gain that changes linearly over the clip's real frames, from a random level
+  to another (each in [-fader_db, fader_db] dB): a fade in or out, which changes the
+  level envelope and keeps the spectrum at every frame (BYOL-A v2's random linear
+  fader);
 - SpecAugment: one time and one frequency mask per view, set to zero in the raw log
   domain, as AudioMAE does (docs/audiomae_format.md, "Normalisation and padding").
 
@@ -41,10 +45,12 @@ class ViewConfig:
     rrc_min_scale: float = 1.0
     rrc_max_scale: float = 1.0
     rrc_freq: bool = True
+    fader_db: float = 0.0
 
     def validate(self, prefix: str = ""):
-        if self.gain_db < 0:
-            raise ValueError(f"{prefix}gain_db must be >= 0, got {self.gain_db}")
+        for name in ("gain_db", "fader_db"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{prefix}{name} must be >= 0, got {getattr(self, name)}")
         for name in ("time_mask_fraction", "freq_mask_fraction"):
             v = getattr(self, name)
             if not 0.0 <= v < 1.0:
@@ -82,6 +88,20 @@ def random_gain(fbank, valid_frames, max_db: float, generator=None):
     offset = db * (math.log(10.0) / 10.0)  # power dB -> natural log
     real = torch.arange(t, device=fbank.device)[None, :, None] < valid_frames.to(fbank.device)[:, None, None]
     return fbank + offset * real
+
+
+def random_fader(fbank, valid_frames, max_db: float, generator=None):
+    """Add a linear gain ramp over each clip's real frames (log power): from a random
+    level in [-max_db, max_db] dB at its first frame to another at its last. Padding
+    frames are untouched."""
+    b, t, _ = fbank.shape
+    dev = fbank.device
+    ends = (_uniform((b, 2), generator, dev) * 2 - 1) * max_db * (math.log(10.0) / 10.0)
+    valid = valid_frames.to(dev)
+    pos = torch.arange(t, device=dev)[None, :].float()
+    frac = pos / (valid[:, None] - 1).clamp(min=1).float()  # 0 at the first real frame, 1 at the last
+    ramp = ends[:, :1] + (ends[:, 1:] - ends[:, :1]) * frac
+    return fbank + (ramp * _real_mask(valid_frames, t, dev))[:, :, None]
 
 
 def _band_mask(n_rows: int, size: int, max_width: int, generator, device):
@@ -216,6 +236,8 @@ def augment(fbank: torch.Tensor, valid_frames: torch.Tensor, cfg: ViewConfig,
         out = time_roll(out, valid_frames, generator)
     if cfg.gain_db > 0:
         out = random_gain(out, valid_frames, cfg.gain_db, generator)
+    if cfg.fader_db > 0:
+        out = random_fader(out, valid_frames, cfg.fader_db, generator)
     if cfg.time_mask_fraction > 0 or cfg.freq_mask_fraction > 0:
         out = spec_augment(out, valid_frames, cfg.time_mask_fraction,
                            cfg.freq_mask_fraction, generator)

@@ -70,6 +70,12 @@ class UamixContrastiveConfig(AudioDataConfig):
                   "pitch and formant shift, BYOL-A); false = time only (tempo and decay "
                   "change, pitch kept)"},
     )
+    view_fader_db: float = field(
+        default=0.0,
+        metadata={"help": "[R] views: a gain ramp over the clip, from a random level in "
+                  "[-x, x] dB at its first real frame to another at its last (a fade; "
+                  "BYOL-A v2's random linear fader); 0 = off"},
+    )
 
 
 @register_task("uamix_contrastive", dataclass=UamixContrastiveConfig)
