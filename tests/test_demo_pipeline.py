@@ -169,3 +169,17 @@ def test_refuses_to_reuse_a_run_folder(quick_run, capsys):
         run_pipeline(str(out), quick=True)
     assert main([str(out), "--quick"]) == 1
     assert "already holds a run" in capsys.readouterr().err
+
+
+def test_cpu_model_names_family_model_and_vector_width(tmp_path):
+    from demo_pipeline import cpu_model
+
+    info = tmp_path / "cpuinfo"
+    block = ("processor\t: {n}\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
+             "model name\t: AMD EPYC\nflags\t\t: fpu sse4_2 avx avx2 avx512f avx512bw\n\n")
+    info.write_text(block.format(n=0) + block.format(n=1).replace("AMD EPYC", "other"))
+    assert cpu_model(str(info)) == "AMD EPYC (family 25, model 17, avx512f)"  # first CPU only
+    info.write_text("model name\t: Some CPU\nflags\t\t: fpu sse4_2 avx avx2\n")
+    assert cpu_model(str(info)) == "Some CPU (avx2)"
+    info.write_text("model name\t: Bare\n")
+    assert cpu_model(str(info)) == "Bare"

@@ -372,16 +372,30 @@ def supervised_overrides(mae: str, updates: int, schedule: str) -> List[str]:
             "checkpoint.keep_interval_updates=2"]
 
 
-def cpu_model() -> str:
-    """The CPU's model name (for reports of measured figures)."""
+def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The CPU's model name, with its family, model and widest vector extension where
+    /proc/cpuinfo gives them, e.g. "AMD EPYC (family 25, model 17, avx512f)": two CPUs
+    of one name can round floating point differently, so a tuning repeats exactly only
+    on the same kind (README, "Reproducibility")."""
+    fields = {}
     try:
-        with open("/proc/cpuinfo") as f:
+        with open(cpuinfo) as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                key, sep, value = line.partition(":")
+                if not sep:
+                    if fields:  # the end of the first processor's block
+                        break
+                    continue
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return platform.processor() or "unknown"
+    name = fields.get("model name") or platform.processor() or "unknown"
+    flags = fields.get("flags", "").split()
+    vector = next((v for v in ("avx512f", "avx2", "avx", "sse4_2") if v in flags), None)
+    extra = [f"family {fields['cpu family']}" if "cpu family" in fields else None,
+             f"model {fields['model']}" if "model" in fields else None, vector]
+    extra = [e for e in extra if e]
+    return f"{name} ({', '.join(extra)})" if extra else name
 
 
 def _print_summary(out_dir: str, results: Dict):
