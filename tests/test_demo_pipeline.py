@@ -183,3 +183,5 @@ def test_cpu_model_names_family_model_and_vector_width(tmp_path):
     assert cpu_model(str(info)) == "Some CPU (avx2)"
     info.write_text("model name\t: Bare\n")
     assert cpu_model(str(info)) == "Bare"
+    info.write_text("processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd\n")  # aarch64
+    assert cpu_model(str(info))  # the machine type, never empty

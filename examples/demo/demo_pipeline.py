@@ -373,13 +373,14 @@ def supervised_overrides(mae: str, updates: int, schedule: str) -> List[str]:
 
 
 def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
-    """The CPU's model name, with its family, model and widest vector extension where
-    /proc/cpuinfo gives them, e.g. "AMD EPYC (family 25, model 17, avx512f)": two CPUs
-    of one name can round floating point differently, so a tuning repeats exactly only
-    on the same kind (README, "Reproducibility")."""
+    """The CPU's model name, with its family, model and widest x86 vector extension where
+    /proc/cpuinfo gives them, e.g. "AMD EPYC (family 25, model 17, avx512f)"; elsewhere
+    the machine type (e.g. "aarch64"). Two CPUs of one name can take different vector
+    code paths in torch (AVX-512 or AVX2, summing in another order), so a tuning repeats
+    exactly only on the same kind (README, "Reproducibility")."""
     fields = {}
     try:
-        with open(cpuinfo) as f:
+        with open(cpuinfo, errors="replace") as f:
             for line in f:
                 key, sep, value = line.partition(":")
                 if not sep:
@@ -389,7 +390,7 @@ def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
                 fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    name = fields.get("model name") or platform.processor() or "unknown"
+    name = fields.get("model name") or platform.processor() or platform.machine() or "unknown"
     flags = fields.get("flags", "").split()
     vector = next((v for v in ("avx512f", "avx2", "avx", "sse4_2") if v in flags), None)
     extra = [f"family {fields['cpu family']}" if "cpu family" in fields else None,
