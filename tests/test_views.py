@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from uamix_fairseq.modules.views import ViewConfig, augment, random_gain, spec_augment, time_roll, two_views
@@ -195,8 +196,6 @@ def test_random_resized_crop_time_only_keeps_every_frame_spectrum():
 
 
 def test_fader_ramps_from_one_drawn_level_to_the_other_on_real_frames():
-    import pytest
-
     from uamix_fairseq.modules.views import random_fader
 
     fbank, valid = _batch()

@@ -66,6 +66,9 @@ class ViewConfig:
         return not self.rrc_min_scale == self.rrc_max_scale == 1.0
 
 
+DB_TO_LOG = math.log(10.0) / 10.0  # power dB -> natural log: ln(P) = DB_TO_LOG * 10 log10(P)
+
+
 def _uniform(shape, generator, device):
     return torch.rand(shape, generator=generator).to(device)
 
@@ -85,9 +88,7 @@ def random_gain(fbank, valid_frames, max_db: float, generator=None):
     """Add a random gain in [-max_db, max_db] dB to the real frames (log power)."""
     b, t, _ = fbank.shape
     db = (_uniform((b, 1, 1), generator, fbank.device) * 2 - 1) * max_db
-    offset = db * (math.log(10.0) / 10.0)  # power dB -> natural log
-    real = torch.arange(t, device=fbank.device)[None, :, None] < valid_frames.to(fbank.device)[:, None, None]
-    return fbank + offset * real
+    return fbank + db * DB_TO_LOG * _real_mask(valid_frames, t, fbank.device)[:, :, None]
 
 
 def random_fader(fbank, valid_frames, max_db: float, generator=None):
@@ -96,7 +97,7 @@ def random_fader(fbank, valid_frames, max_db: float, generator=None):
     frames are untouched."""
     b, t, _ = fbank.shape
     dev = fbank.device
-    ends = (_uniform((b, 2), generator, dev) * 2 - 1) * max_db * (math.log(10.0) / 10.0)
+    ends = (_uniform((b, 2), generator, dev) * 2 - 1) * max_db * DB_TO_LOG
     valid = valid_frames.to(dev)
     pos = torch.arange(t, device=dev)[None, :].float()
     frac = pos / (valid[:, None] - 1).clamp(min=1).float()  # 0 at the first real frame, 1 at the last
